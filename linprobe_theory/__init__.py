@@ -1,0 +1,33 @@
+"""linprobe-theory: the theory of "Fine-Tuning can Distort Pretrained Features and Underperform
+Out-of-Distribution" (Kumar et al., ICLR 2022) as runnable, checkable JAX code."""
+
+from .covariance import OODCovariance as OODCovariance
+from .diagnostics import balancedness_drift as balancedness_drift
+from .diagnostics import feature_distortion as feature_distortion
+from .diagnostics import orthogonal_drift as orthogonal_drift
+from .dynamics import SolveError as SolveError
+from .dynamics import SolveStatus as SolveStatus
+from .dynamics import Trajectory as Trajectory
+from .dynamics import fine_tune as fine_tune
+from .dynamics import linear_probe as linear_probe
+from .dynamics import linear_probe_solution as linear_probe_solution
+from .dynamics import lp_ft as lp_ft
+from .heads import head_with_alignment as head_with_alignment
+from .heads import random_head as random_head
+from .heads import zero_head as zero_head
+from .losses import id_loss as id_loss
+from .losses import ood_loss as ood_loss
+from .losses import train_loss as train_loss
+from .problem import Problem as Problem
+from .problem import ProblemSpec as ProblemSpec
+from .problem import make_problem as make_problem
+from .reduced import ReducedProblem as ReducedProblem
+from .theory import aligned_v_star as aligned_v_star
+from .theory import cos_theta_max as cos_theta_max
+from .theory import coverage_cosine as coverage_cosine
+from .theory import feature_error as feature_error
+from .theory import ft_ood_lower_bound as ft_ood_lower_bound
+from .theory import head_alignment_error as head_alignment_error
+from .theory import lp_ood_upper_bound as lp_ood_upper_bound
+
+__version__ = "0.1.0"

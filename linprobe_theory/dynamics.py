@@ -1,0 +1,343 @@
+"""Gradient flow for fine-tuning (FT), linear probing (LP) and LP-FT, integrated by diffrax.
+
+On the training loss `L̂(v, B) = ‖X Bᵀ v − y‖²` with residual `r = X Bᵀ v − y`:
+
+    FT:    ∂t v = −2 B Xᵀ r,   ∂t B = −2 v rᵀ X,   from (v0, B0)
+    LP:    ∂t v = −2 B0 Xᵀ r,  B ≡ B0
+    LP-FT: FT from (v_lp, B0), v_lp the closed-form limit of LP.
+
+Each is an ODE solved with an adaptive embedded Runge–Kutta method under a PID step-size
+controller (`rtol`, `atol`). A solve ends at `t_final`, or earlier when the gradient norm drops
+below `grad_tol` (steady state); saved times after that carry the final state.
+`coordinates="reduced"` (default) integrates the exact `O(k m²)`-per-step flow of
+`reduced.py`; `coordinates="full"` integrates `(v, B)` in `R^k × R^{k×d}` as written above and
+is the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from . import reduced as red
+from ._validation import check_real_range, is_concrete
+from .problem import Problem, validate_head
+
+COORDINATES = ("reduced", "full")
+
+
+class SolveStatus:
+    """Integer codes in `Trajectory.status`."""
+
+    COMPLETED = 0  # reached t_final
+    STEADY_STATE = 1  # gradient norm fell below grad_tol
+    MAX_STEPS = 2  # the solver hit max_steps before t_final
+    DIVERGED = 3  # the state became non-finite
+    FAILED = 4  # any other solver failure
+
+    NAMES = ("completed", "steady_state", "max_steps", "diverged", "failed")
+
+
+class SolveError(RuntimeError):
+    """A gradient-flow solve ended without reaching `t_final` or a steady state."""
+
+
+class Trajectory(eqx.Module):
+    """Saved states of one gradient-flow run.
+
+    Attributes:
+        t: saved times, shape `(T,)`.
+        v: heads, `(T, k)`.
+        B: features, `(T, k, d)`.
+        status: a `SolveStatus` code.
+        num_steps: accepted + rejected solver steps.
+        t_stop: the time the solve ended (`t_final`, or when steady state was reached).
+    """
+
+    t: Float[Array, " T"]
+    v: Float[Array, "T k"]
+    B: Float[Array, "T k d"]
+    status: Int[Array, ""]
+    num_steps: Int[Array, ""]
+    t_stop: Float[Array, ""]
+
+    @property
+    def ok(self):
+        """True where the solve completed or reached steady state."""
+        return self.status <= SolveStatus.STEADY_STATE
+
+    @property
+    def steady_state(self):
+        return self.status == SolveStatus.STEADY_STATE
+
+
+class _Solution(eqx.Module):
+    ys: object
+    status: Int[Array, ""]
+    num_steps: Int[Array, ""]
+    t_stop: Float[Array, ""]
+
+
+def _status_code(result, final_state) -> Int[Array, ""]:
+    code = jnp.where(
+        result == diffrax.RESULTS.successful,
+        SolveStatus.COMPLETED,
+        jnp.where(
+            result == diffrax.RESULTS.event_occurred,
+            SolveStatus.STEADY_STATE,
+            jnp.where(result == diffrax.RESULTS.max_steps_reached, SolveStatus.MAX_STEPS, SolveStatus.FAILED),
+        ),
+    )
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(final_state)]))
+    return jnp.where(finite, code, SolveStatus.DIVERGED)
+
+
+def integrate_gradient_flow(
+    field: Callable,
+    y0,
+    args,
+    *,
+    t_final,
+    save_at,
+    rtol: float,
+    atol: float,
+    grad_tol: float | None,
+    max_steps: int,
+    solver: diffrax.AbstractSolver,
+    save_fn: Callable | None = None,
+) -> _Solution:
+    """Integrate `∂t y = field(t, y, args)` on `[0, t_final]`, saving `save_fn(y)` at `save_at`.
+
+    Pure and traceable (no checks that raise); `field` returns minus the gradient, so the
+    steady-state event compares its norm with `grad_tol`.
+    """
+
+    def save(t, y, args):
+        return y if save_fn is None else save_fn(y)
+
+    def at_steady_state(t, y, args, **kwargs):
+        g = field(t, y, args)
+        return jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(g))) < grad_tol
+
+    saveat = diffrax.SaveAt(
+        subs=[diffrax.SubSaveAt(ts=save_at, fn=save), diffrax.SubSaveAt(t1=True, fn=save)]
+    )
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        solver,
+        t0=0.0,
+        t1=t_final,
+        dt0=None,
+        y0=y0,
+        args=args,
+        saveat=saveat,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        event=None if grad_tol is None else diffrax.Event(at_steady_state),
+        max_steps=max_steps,
+        throw=False,
+    )
+    ts_saved, t_end = sol.ts
+    ys_saved, y_end = sol.ys
+    # After an early stop diffrax fills the remaining saves with inf; the state is stationary
+    # there (to grad_tol), so they take the final state.
+    after_stop = ~jnp.isfinite(ts_saved)
+
+    def fill(saved, final):
+        mask = after_stop.reshape(after_stop.shape + (1,) * (saved.ndim - 1))
+        return jnp.where(mask, final, saved)
+
+    ys = jax.tree.map(fill, ys_saved, y_end)
+    status = _status_code(sol.result, jax.tree.map(lambda y: y[0], y_end))
+    return _Solution(ys=ys, status=status, num_steps=sol.stats["num_steps"], t_stop=t_end[0])
+
+
+# --- vector fields (minus the gradient) --------------------------------------------------------
+
+
+def _ft_field_full(t, y, args):
+    v, B = y
+    X, target = args
+    r = X @ (B.T @ v) - target
+    Xr = X.T @ r
+    return -2.0 * B @ Xr, -2.0 * jnp.outer(v, Xr)
+
+
+def _lp_field_full(t, v, args):
+    X, target, B0 = args
+    r = X @ (B0.T @ v) - target
+    return -2.0 * B0 @ (X.T @ r)
+
+
+def _ft_field_reduced(t, y, rp):
+    gv, gZ = red.ft_gradients(rp, *y)
+    return -gv, -gZ
+
+
+def _lp_field_reduced(t, v, rp):
+    return -red.ft_gradients(rp, v, rp.Z0)[0]
+
+
+# --- public entry points -----------------------------------------------------------------------
+
+
+def _prepare(problem: Problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates):
+    v0 = validate_head(problem, v0)
+    if coordinates not in COORDINATES:
+        raise ValueError(f"coordinates={coordinates!r} must be one of {COORDINATES}")
+    if is_concrete(t_final):
+        check_real_range("t_final", t_final, 0.0, low_open=True)
+    check_real_range("rtol", rtol, 0.0, low_open=True)
+    check_real_range("atol", atol, 0.0, low_open=True)
+    if grad_tol is not None:
+        check_real_range("grad_tol", grad_tol, 0.0, low_open=True)
+    t_final = jnp.asarray(t_final, float)
+    save_at = jnp.stack([0.0 * t_final, t_final]) if save_at is None else jnp.asarray(save_at, float)
+    if save_at.ndim != 1 or save_at.shape[0] < 1:
+        raise ValueError(f"save_at must be a non-empty 1-D array of times, got shape {save_at.shape}")
+    if is_concrete(save_at, t_final):
+        if not (jnp.all(jnp.diff(save_at) > 0) and save_at[0] >= 0 and save_at[-1] <= t_final):
+            raise ValueError(
+                f"save_at must be strictly increasing times in [0, t_final={float(t_final):g}], "
+                f"got range [{float(save_at[0]):g}, {float(save_at[-1]):g}]"
+            )
+    return v0, t_final, save_at
+
+
+def _raise_if_failed(traj: Trajectory, method: str) -> Trajectory:
+    if is_concrete(traj.status) and traj.status.ndim == 0 and not bool(traj.ok):
+        name = SolveStatus.NAMES[int(traj.status)]
+        hint = {
+            "diverged": "the state became non-finite",
+            "max_steps": "raise max_steps or lower t_final",
+        }.get(name, "see diffrax's result codes")
+        raise SolveError(
+            f"{method} gradient flow ended with status {name!r} at t={float(traj.t_stop):g} "
+            f"after {int(traj.num_steps)} steps ({hint})"
+        )
+    return traj
+
+
+@eqx.filter_jit
+def _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver):
+    opts = dict(
+        t_final=t_final, save_at=save_at, rtol=rtol, atol=atol, grad_tol=grad_tol,
+        max_steps=max_steps, solver=solver,
+    )
+    if coordinates == "full":
+        sol = integrate_gradient_flow(_ft_field_full, (v0, problem.B0), (problem.X, problem.y), **opts)
+        v, B = sol.ys
+    else:
+        rp = red.ReducedProblem.from_problem(problem)
+        sol = integrate_gradient_flow(_ft_field_reduced, (v0, rp.Z0), rp, **opts)
+        v, Z = sol.ys
+        B = rp.features(problem, Z)
+    return Trajectory(save_at, v, B, sol.status, sol.num_steps, sol.t_stop)
+
+
+@eqx.filter_jit
+def _linear_probe(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver):
+    opts = dict(
+        t_final=t_final, save_at=save_at, rtol=rtol, atol=atol, grad_tol=grad_tol,
+        max_steps=max_steps, solver=solver,
+    )
+    if coordinates == "full":
+        args = (problem.X, problem.y, problem.B0)
+        sol = integrate_gradient_flow(_lp_field_full, v0, args, **opts)
+    else:
+        rp = red.ReducedProblem.from_problem(problem)
+        sol = integrate_gradient_flow(_lp_field_reduced, v0, rp, **opts)
+    B = jnp.broadcast_to(problem.B0, (save_at.shape[0],) + problem.B0.shape)
+    return Trajectory(save_at, sol.ys, B, sol.status, sol.num_steps, sol.t_stop)
+
+
+def fine_tune(
+    problem: Problem,
+    v0,
+    *,
+    t_final,
+    save_at=None,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    grad_tol: float | None = 1e-10,
+    coordinates: str = "reduced",
+    max_steps: int = 100_000,
+    solver: diffrax.AbstractSolver | None = None,
+    check: bool = True,
+) -> Trajectory:
+    """Fine-tuning: gradient flow on `(v, B)` from `(v0, B0)`.
+
+    $$\\partial_t v = -2 B X^\\top r, \\quad \\partial_t B = -2 v r^\\top X,
+      \\quad r = X B^\\top v - y.$$
+
+    Args:
+        problem: the problem instance.
+        v0: initial head, shape `(k,)`.
+        t_final: end of the integration interval `[0, t_final]`.
+        save_at: increasing times in `[0, t_final]` to save at (default `[0, t_final]`).
+        rtol, atol: the step-size controller's relative and absolute tolerances.
+        grad_tol: stop early once `‖∇L̂‖ < grad_tol` (steady state); `None` never stops early.
+        coordinates: `"reduced"` (exact, `O(k m²)` per step) or `"full"` (reference).
+        max_steps: solver step budget.
+        solver: a diffrax solver (default `Tsit5()`).
+        check: raise `SolveError` when a concrete run diverged or failed; under `jit`/`vmap`
+            the status is returned in `Trajectory.status` instead.
+    """
+    v0, t_final, save_at = _prepare(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates)
+    solver = diffrax.Tsit5() if solver is None else solver
+    traj = _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver)
+    return _raise_if_failed(traj, "FT") if check else traj
+
+
+def linear_probe(
+    problem: Problem,
+    v0,
+    *,
+    t_final,
+    save_at=None,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    grad_tol: float | None = 1e-10,
+    coordinates: str = "reduced",
+    max_steps: int = 100_000,
+    solver: diffrax.AbstractSolver | None = None,
+    check: bool = True,
+) -> Trajectory:
+    """Linear probing: gradient flow on the head alone, features frozen at `B0`.
+
+    $$\\partial_t v = -2 B_0 X^\\top (X B_0^\\top v - y).$$
+
+    A convex problem whose limit is `linear_probe_solution(problem, v0)`. Arguments as in
+    `fine_tune`; `Trajectory.B` repeats `B0`.
+    """
+    v0, t_final, save_at = _prepare(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates)
+    solver = diffrax.Tsit5() if solver is None else solver
+    traj = _linear_probe(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver)
+    return _raise_if_failed(traj, "LP") if check else traj
+
+
+def linear_probe_solution(problem: Problem, v0=None) -> Float[Array, " k"]:
+    """The limit of LP gradient flow: `v_lp = A⁺ y + (I − A⁺ A) v0`, `A = X B0ᵀ`.
+
+    With `A` of full column rank this is the least-squares head `(AᵀA)⁻¹ Aᵀ y`, whatever `v0`.
+    """
+    v0 = jnp.zeros((problem.k,)) if v0 is None else validate_head(problem, v0)
+    A = problem.X @ problem.B0.T
+    A_pinv = jnp.linalg.pinv(A)
+    return A_pinv @ problem.y + v0 - A_pinv @ (A @ v0)
+
+
+def lp_ft(problem: Problem, v0=None, *, t_final, **kwargs) -> Trajectory:
+    """LP-FT: linear probing to convergence (its closed form), then fine-tuning from
+    `(v_lp, B0)`. Takes the same keyword arguments as `fine_tune`; `v0` only matters for LP
+    when `X B0ᵀ` is rank deficient."""
+    return fine_tune(problem, linear_probe_solution(problem, v0), t_final=t_final, **kwargs)
+
+
+def state_at(traj: Trajectory, index: int = -1) -> tuple[Float[Array, " k"], Float[Array, "k d"]]:
+    """`(v, B)` at one saved index (default: the last)."""
+    return traj.v[index], traj.B[index]

@@ -1,0 +1,247 @@
+"""The overparameterised two-layer linear model: a problem instance and how to build one.
+
+Setting (Kumar et al., ICLR 2022, Section 3): inputs `x ∈ R^d`, model `f(x) = vᵀ B x`, ground
+truth `y = v⋆ᵀ B⋆ x` with `w⋆ = B⋆ᵀ v⋆`; pretrained features `B0`; ID inputs spanning an
+`m`-dimensional subspace `S`, with `1 ≤ m < d − k`; OOD inputs with second moment `Σ`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._validation import (
+    check_dimensions,
+    check_finite,
+    check_int_range,
+    check_real_range,
+    check_shape,
+    is_concrete,
+)
+from .covariance import OODCovariance
+from .linalg import column_space_basis, numerical_rank, random_orthonormal_columns
+
+SUBSPACE_KINDS = ("random", "axis")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemSpec:
+    """Validated recipe for a synthetic problem; `make_problem(spec, key=...)` builds it.
+
+    Attributes:
+        d, k, m, n: input dimension, feature dimension, dim of the ID subspace S, number of
+            ID examples. Needs `1 ≤ m < d − k` and `n ≥ m`.
+        eps: the exact feature error `d(B0, B⋆) = 2 sin(θ/2)`, `θ ∈ [0, π/2]` the principal
+            angle by which B0's row space is rotated away from B⋆'s; `0 ≤ eps ≤ √2`.
+        v_star_norm: `‖v⋆‖` (equal to `‖w⋆‖`, since B⋆ has orthonormal rows).
+        subspace: `"random"` (S drawn uniformly) or `"axis"` (S = the first m coordinates).
+        coverage: `None` draws B⋆ uniformly at random (its overlap with S is then whatever it
+            is). A number `c ∈ (0, 1]` fixes `cos θ_max(R0, S⊥) = c` exactly, `R0` = row space
+            of B0, the factor the FT lower bound needs to be positive; needs `k ≤ m` and
+            `m + 2k ≤ d`.
+        ood_id_weight, ood_orth_weight: OOD second moment
+            `Σ = ood_id_weight · P_S + ood_orth_weight · P_{S⊥}` (both 1: isotropic).
+        label_noise: standard deviation of Gaussian noise added to `y` (0: noiseless, as in
+            the theory).
+        input_scale: ID inputs are `input_scale ·` standard Gaussians in S.
+    """
+
+    d: int
+    k: int
+    m: int
+    n: int
+    eps: float = 0.0
+    v_star_norm: float = 1.0
+    subspace: str = "random"
+    coverage: float | None = None
+    ood_id_weight: float = 1.0
+    ood_orth_weight: float = 1.0
+    label_noise: float = 0.0
+    input_scale: float = 1.0
+
+    def __post_init__(self):
+        check_dimensions(self.d, self.k, self.m)
+        check_int_range("n", self.n, self.m, hint=f" (n ≥ m={self.m} so that X spans S)")
+        check_real_range("eps", self.eps, 0.0, math.sqrt(2.0))
+        check_real_range("v_star_norm", self.v_star_norm, 0.0, low_open=True)
+        if self.subspace not in SUBSPACE_KINDS:
+            raise ValueError(f"subspace={self.subspace!r} must be one of {SUBSPACE_KINDS}")
+        if self.coverage is not None:
+            check_real_range("coverage", self.coverage, 0.0, 1.0, low_open=True)
+            if self.k > self.m or self.m + 2 * self.k > self.d:
+                raise ValueError(
+                    f"coverage={self.coverage} needs k ≤ m and m + 2k ≤ d, got "
+                    f"d={self.d}, k={self.k}, m={self.m}"
+                )
+        elif self.eps > 0 and 2 * self.k > self.d:
+            raise ValueError(f"eps={self.eps} > 0 needs 2k ≤ d, got d={self.d}, k={self.k}")
+        check_real_range("ood_id_weight", self.ood_id_weight, 0.0, low_open=True)
+        check_real_range("ood_orth_weight", self.ood_orth_weight, 0.0, low_open=True)
+        check_real_range("label_noise", self.label_noise, 0.0)
+        check_real_range("input_scale", self.input_scale, 0.0, low_open=True)
+
+    @property
+    def theta(self) -> float:
+        """Principal angle between the row spaces of B0 and B⋆: `eps = 2 sin(θ/2)`."""
+        return 2.0 * math.asin(self.eps / 2.0)
+
+
+class Problem(eqx.Module):
+    """One instance of the setting: data, ground truth, pretrained features and OOD moment.
+
+    Attributes:
+        X: ID inputs, `n × d`, rows spanning S.
+        y: ID labels `X w⋆` (+ optional noise), shape `(n,)`.
+        B_star, v_star: ground truth, `w⋆ = B⋆ᵀ v⋆`.
+        B0: pretrained features, `k × d`.
+        Q_S: orthonormal basis of `S = rowspace(X)`, `d × m`.
+        ood: the OOD second moment Σ.
+    """
+
+    X: Float[Array, "n d"]
+    y: Float[Array, " n"]
+    B_star: Float[Array, "k d"]
+    v_star: Float[Array, " k"]
+    B0: Float[Array, "k d"]
+    Q_S: Float[Array, "d m"]
+    ood: OODCovariance
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[-1]
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[-2]
+
+    @property
+    def k(self) -> int:
+        return self.B0.shape[-2]
+
+    @property
+    def m(self) -> int:
+        return self.Q_S.shape[-1]
+
+    @property
+    def w_star(self) -> Float[Array, " d"]:
+        """`w⋆ = B⋆ᵀ v⋆`, the ground-truth linear predictor."""
+        return self.B_star.T @ self.v_star
+
+    @classmethod
+    def from_arrays(cls, *, X, y, B_star, v_star, B0, sigma_ood=None, rank_rtol=None) -> Problem:
+        """Build a problem from a user's own arrays (numpy or jax), validating them.
+
+        `S` is the row space of `X`, its dimension `m` the numerical rank of `X` (singular values
+        above `rank_rtol · σ_max`). `sigma_ood` is `None` (isotropic), a dense `d × d`
+        positive-definite matrix, or an `OODCovariance`.
+        """
+        X = jnp.asarray(X, float)
+        if X.ndim != 2:
+            raise ValueError(f"X must be a 2-D array (n × d), got shape {X.shape}")
+        n, d = X.shape
+        B0 = jnp.asarray(B0, float)
+        if B0.ndim != 2:
+            raise ValueError(f"B0 must be a 2-D array (k × d), got shape {B0.shape}")
+        k = B0.shape[0]
+        y, B_star, v_star = (jnp.asarray(a, float) for a in (y, B_star, v_star))
+        check_shape("B0", B0, (k, d))
+        check_shape("y", y, (n,))
+        check_shape("B_star", B_star, (k, d))
+        check_shape("v_star", v_star, (k,))
+        for name, a in (("X", X), ("y", y), ("B_star", B_star), ("v_star", v_star), ("B0", B0)):
+            check_finite(name, a)
+        m = numerical_rank(X, rank_rtol)
+        check_dimensions(d, k, m)
+        Q_S = column_space_basis(X, m)
+        if sigma_ood is None:
+            ood = OODCovariance.isotropic(d)
+        elif isinstance(sigma_ood, OODCovariance):
+            ood = sigma_ood
+            if ood.dim != d:
+                raise ValueError(f"sigma_ood has dimension {ood.dim}, expected d={d}")
+            ood.validate()
+        else:
+            ood = OODCovariance.from_matrix(sigma_ood)
+            if ood.dim != d:
+                raise ValueError(f"sigma_ood must have shape ({d}, {d}), got {np.shape(sigma_ood)}")
+        return cls(X=X, y=y, B_star=B_star, v_star=v_star, B0=B0, Q_S=Q_S, ood=ood)
+
+    def with_ood(self, sigma_ood) -> Problem:
+        """The same problem with another OOD second moment (dense matrix or `OODCovariance`)."""
+        ood = sigma_ood if isinstance(sigma_ood, OODCovariance) else OODCovariance.from_matrix(sigma_ood)
+        if ood.dim != self.d:
+            raise ValueError(f"sigma_ood has dimension {ood.dim}, expected d={self.d}")
+        ood.validate()
+        return eqx.tree_at(lambda p: p.ood, self, ood)
+
+    def with_B0(self, B0) -> Problem:
+        """The same problem with other pretrained features."""
+        B0 = jnp.asarray(B0, float)
+        check_shape("B0", B0, (self.k, self.d))
+        check_finite("B0", B0)
+        return eqx.tree_at(lambda p: p.B0, self, B0)
+
+
+def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray) -> Problem:
+    """Draw a problem following `spec`; jit- and vmap-friendly in `key`.
+
+    Construction, in an orthonormal frame drawn at random (never a `d × d` rotation):
+    - S is spanned by `Q_S`; `X = input_scale · Z Q_Sᵀ`, `Z` an `n × m` Gaussian, so X spans S.
+    - `coverage=None`: B⋆ has uniformly random orthonormal rows, and
+      `B0 = cos θ B⋆ + sin θ U`, U orthonormal rows orthogonal to B⋆'s row space, so every
+      principal angle between the row spaces is θ and `d(B0, B⋆) = 2 sin(θ/2) = eps` exactly.
+    - `coverage=c`: rows `b0_i = a q_i + c w_i` (`a = √(1 − c²)`, `q_i ∈ S`, `w_i ∈ S⊥`), so
+      `cos θ_max(R0, S⊥) = c`; B⋆'s rows are `cos θ b0_i + sin θ z_i` with
+      `z_i = (c q_i − a w_i + u_i)/√2`, which rotates by θ partly inside S and partly in S⊥.
+    """
+    d, k, m, n = spec.d, spec.k, spec.m, spec.n
+    k_frame, k_star, k_v, k_x, k_noise, k_perp = jax.random.split(key, 6)
+
+    # Frame: an orthonormal basis Q_S of S and up to 2k extra directions in S⊥.
+    if spec.subspace == "axis":
+        Q_S = jnp.eye(d, m)
+        extra = jnp.zeros((d, 2 * k))
+        rest = random_orthonormal_columns(k_frame, d - m, min(2 * k, d - m))
+        extra = extra.at[m:, : rest.shape[1]].set(rest)
+    else:
+        frame = random_orthonormal_columns(k_frame, d, min(m + 2 * k, d))
+        Q_S = frame[:, :m]
+        extra = jnp.zeros((d, 2 * k)).at[:, : frame.shape[1] - m].set(frame[:, m:])
+
+    theta = spec.theta
+    if spec.coverage is None:
+        B_star = random_orthonormal_columns(k_star, d, k).T
+        # Directions orthogonal to rowspace(B⋆): project a Gaussian off it and orthonormalise.
+        g = jax.random.normal(k_perp, (d, k))
+        g = g - B_star.T @ (B_star @ g)
+        U_perp = jnp.linalg.qr(g)[0].T if 2 * k <= d else jnp.zeros((k, d))
+        B0 = math.cos(theta) * B_star + math.sin(theta) * U_perp
+    else:
+        c = spec.coverage
+        a = math.sqrt(1.0 - c * c)
+        q, w, u = Q_S[:, :k].T, extra[:, :k].T, extra[:, k : 2 * k].T
+        B0 = a * q + c * w
+        z = (c * q - a * w + u) / math.sqrt(2.0)
+        B_star = math.cos(theta) * B0 + math.sin(theta) * z
+
+    v_dir = jax.random.normal(k_v, (k,))
+    v_star = spec.v_star_norm * v_dir / jnp.linalg.norm(v_dir)
+    X = spec.input_scale * jax.random.normal(k_x, (n, m)) @ Q_S.T
+    y = X @ (B_star.T @ v_star) + spec.label_noise * jax.random.normal(k_noise, (n,))
+    ood = OODCovariance.two_subspace(Q_S, spec.ood_id_weight, spec.ood_orth_weight)
+    return Problem(X=X, y=y, B_star=B_star, v_star=v_star, B0=B0, Q_S=Q_S, ood=ood)
+
+
+def validate_head(problem: Problem, v0, name: str = "v0") -> Float[Array, " k"]:
+    """Return `v0` as a float array of shape `(k,)`, raising `ValueError` otherwise."""
+    v0 = jnp.asarray(v0, float)
+    check_shape(name, v0, (problem.k,))
+    if is_concrete(v0):
+        check_finite(name, v0)
+    return v0
