@@ -59,9 +59,7 @@ def check_dimensions(d: int, k: int, m: int) -> None:
     """The paper's overparameterised regime: `k ≥ 1` and `1 ≤ m < d − k`."""
     check_int_range("k", k, 1)
     check_int_range("d", d, 1)
-    check_int_range(
-        "m", m, 1, d - k - 1, hint=f" (the setting needs 1 ≤ m < d − k with d={d}, k={k})"
-    )
+    check_int_range("m", m, 1, d - k - 1, hint=f" (the setting needs 1 ≤ m < d − k with d={d}, k={k})")
 
 
 def check_shape(name: str, array, shape: tuple[int, ...]) -> None:

@@ -76,8 +76,7 @@ class OODCovariance(eqx.Module):
         lam, vecs = np.linalg.eigh(0.5 * (sigma + sigma.T))
         if lam[0] <= 0:
             raise ValueError(
-                f"sigma_ood must be positive definite (invertible); its smallest eigenvalue "
-                f"is {lam[0]:.3g}"
+                f"sigma_ood must be positive definite (invertible); its smallest eigenvalue is {lam[0]:.3g}"
             )
         return cls(jnp.asarray(0.0), jnp.asarray(vecs), jnp.asarray(lam))
 
@@ -106,7 +105,7 @@ class OODCovariance(eqx.Module):
             eig = jnp.append(eig, self.scale)
         return jnp.max(eig)
 
-    def quadratic_form(self, e: Float[Array, "... d"]) -> Float[Array, "..."]:
+    def quadratic_form(self, e: Float[Array, "... d"]) -> Float[Array, ...]:
         """`eᵀ Σ e` in `O(d r)`."""
         proj = e @ self.basis
         return self.scale * jnp.sum(e * e, axis=-1) + jnp.sum(self.spectrum * proj * proj, axis=-1)

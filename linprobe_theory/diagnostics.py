@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 from .problem import Problem
 
 
-def orthogonal_drift(problem: Problem, B: Float[Array, "... k d"]) -> Float[Array, "..."]:
+def orthogonal_drift(problem: Problem, B: Float[Array, "... k d"]) -> Float[Array, ...]:
     """`‖(B − B0) P_{S⊥}‖_F`: how much features of inputs orthogonal to the ID subspace moved.
 
     The paper's invariance: every row of `∇_B L̂` lies in S, so this is exactly 0 along FT and
@@ -19,7 +19,7 @@ def orthogonal_drift(problem: Problem, B: Float[Array, "... k d"]) -> Float[Arra
     return jnp.sqrt(jnp.sum(perp * perp, axis=(-2, -1)))
 
 
-def balancedness_drift(v, B, v0, B0) -> Float[Array, "..."]:
+def balancedness_drift(v, B, v0, B0) -> Float[Array, ...]:
     """`‖(v vᵀ − B Bᵀ) − (v0 v0ᵀ − B0 B0ᵀ)‖_F`.
 
     Two-layer linear gradient flow conserves `v vᵀ − B Bᵀ`, so this is 0 up to integration error.
@@ -34,7 +34,7 @@ def balancedness_drift(v, B, v0, B0) -> Float[Array, "..."]:
 
 def feature_distortion(
     B_before: Float[Array, "k d"], B_after: Float[Array, "... k d"], inputs: Float[Array, "n d"]
-) -> Float[Array, "..."]:
+) -> Float[Array, ...]:
     """Mean over examples of the mean squared per-coordinate feature change,
     `(1/n) Σ_i (1/k) ‖(B_after − B_before) x_i‖²` — the measure the paper reports for
     ResNet features on Living-17 (ID vs OOD examples)."""

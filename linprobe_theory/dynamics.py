@@ -200,12 +200,13 @@ def _prepare(problem: Problem, v0, t_final, save_at, rtol, atol, grad_tol, coord
     if save_at.ndim != 1 or save_at.shape[0] < 1:
         raise ValueError(f"save_at must be a non-empty 1-D array of times, got shape {save_at.shape}")
     if is_concrete(save_at, t_final):
-        if not (jnp.all(jnp.diff(save_at) > 0) and save_at[0] >= 0 and save_at[-1] <= t_final):
+        # A relative slack of 1e-12 forgives round-off in grids like logspace(…, log10(t_final)).
+        if not (jnp.all(jnp.diff(save_at) > 0) and save_at[0] >= 0 and save_at[-1] <= t_final * (1 + 1e-12)):
             raise ValueError(
                 f"save_at must be strictly increasing times in [0, t_final={float(t_final):g}], "
                 f"got range [{float(save_at[0]):g}, {float(save_at[-1]):g}]"
             )
-    return v0, t_final, save_at
+    return v0, t_final, jnp.minimum(save_at, t_final)
 
 
 def _raise_if_failed(traj: Trajectory, method: str) -> Trajectory:
@@ -225,8 +226,13 @@ def _raise_if_failed(traj: Trajectory, method: str) -> Trajectory:
 @eqx.filter_jit
 def _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver):
     opts = dict(
-        t_final=t_final, save_at=save_at, rtol=rtol, atol=atol, grad_tol=grad_tol,
-        max_steps=max_steps, solver=solver,
+        t_final=t_final,
+        save_at=save_at,
+        rtol=rtol,
+        atol=atol,
+        grad_tol=grad_tol,
+        max_steps=max_steps,
+        solver=solver,
     )
     if coordinates == "full":
         sol = integrate_gradient_flow(_ft_field_full, (v0, problem.B0), (problem.X, problem.y), **opts)
@@ -242,8 +248,13 @@ def _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates,
 @eqx.filter_jit
 def _linear_probe(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver):
     opts = dict(
-        t_final=t_final, save_at=save_at, rtol=rtol, atol=atol, grad_tol=grad_tol,
-        max_steps=max_steps, solver=solver,
+        t_final=t_final,
+        save_at=save_at,
+        rtol=rtol,
+        atol=atol,
+        grad_tol=grad_tol,
+        max_steps=max_steps,
+        solver=solver,
     )
     if coordinates == "full":
         args = (problem.X, problem.y, problem.B0)

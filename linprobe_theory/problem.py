@@ -188,7 +188,18 @@ class Problem(eqx.Module):
         return eqx.tree_at(lambda p: p.B0, self, B0)
 
 
-def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray) -> Problem:
+NUMERIC_OVERRIDES = (
+    "eps",
+    "v_star_norm",
+    "coverage",
+    "ood_id_weight",
+    "ood_orth_weight",
+    "label_noise",
+    "input_scale",
+)
+
+
+def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray, **overrides) -> Problem:
     """Draw a problem following `spec`; jit- and vmap-friendly in `key`.
 
     Construction, in an orthonormal frame drawn at random (never a `d × d` rotation):
@@ -198,8 +209,24 @@ def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray) -> Problem:
       principal angle between the row spaces is θ and `d(B0, B⋆) = 2 sin(θ/2) = eps` exactly.
     - `coverage=c`: rows `b0_i = a q_i + c w_i` (`a = √(1 − c²)`, `q_i ∈ S`, `w_i ∈ S⊥`), so
       `cos θ_max(R0, S⊥) = c`; B⋆'s rows are `cos θ b0_i + sin θ z_i` with
-      `z_i = (c q_i − a w_i + u_i)/√2`, which rotates by θ partly inside S and partly in S⊥.
+      `z_i = (c q_i − a w_i + u_i + p_i)/√3` (`u_i ∈ S⊥`, `p_i ∈ S` orthogonal to the `q`'s;
+      without `p_i` and with `√2` when `m < 2k`): a rotation by θ partly inside S and partly in
+      S⊥.
+
+    `overrides` replace numeric fields of `spec` (one of `NUMERIC_OVERRIDES`) and may be traced
+    arrays, so a sweep can `vmap` over e.g. `eps` with one compilation. Concrete overrides are
+    validated like the spec; `coverage` can only be overridden when `spec.coverage` is set.
     """
+    unknown = set(overrides) - set(NUMERIC_OVERRIDES)
+    if unknown:
+        raise ValueError(
+            f"make_problem got unknown overrides {sorted(unknown)}; allowed: {NUMERIC_OVERRIDES}"
+        )
+    if "coverage" in overrides and spec.coverage is None:
+        raise ValueError("coverage can only be overridden when spec.coverage is set (structure is static)")
+    concrete = {name: float(val) for name, val in overrides.items() if is_concrete(val)}
+    dataclasses.replace(spec, **concrete)  # validates concrete values
+    p = {name: overrides.get(name, getattr(spec, name)) for name in NUMERIC_OVERRIDES}
     d, k, m, n = spec.d, spec.k, spec.m, spec.n
     k_frame, k_star, k_v, k_x, k_noise, k_perp = jax.random.split(key, 6)
 
@@ -214,27 +241,33 @@ def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray) -> Problem:
         Q_S = frame[:, :m]
         extra = jnp.zeros((d, 2 * k)).at[:, : frame.shape[1] - m].set(frame[:, m:])
 
-    theta = spec.theta
+    theta = 2.0 * jnp.arcsin(jnp.asarray(p["eps"], float) / 2.0)
+    cos_t, sin_t = jnp.cos(theta), jnp.sin(theta)
     if spec.coverage is None:
         B_star = random_orthonormal_columns(k_star, d, k).T
         # Directions orthogonal to rowspace(B⋆): project a Gaussian off it and orthonormalise.
         g = jax.random.normal(k_perp, (d, k))
         g = g - B_star.T @ (B_star @ g)
         U_perp = jnp.linalg.qr(g)[0].T if 2 * k <= d else jnp.zeros((k, d))
-        B0 = math.cos(theta) * B_star + math.sin(theta) * U_perp
+        B0 = cos_t * B_star + sin_t * U_perp
     else:
-        c = spec.coverage
-        a = math.sqrt(1.0 - c * c)
+        c = jnp.asarray(p["coverage"], float)
+        a = jnp.sqrt(1.0 - c * c)
         q, w, u = Q_S[:, :k].T, extra[:, :k].T, extra[:, k : 2 * k].T
         B0 = a * q + c * w
-        z = (c * q - a * w + u) / math.sqrt(2.0)
-        B_star = math.cos(theta) * B0 + math.sin(theta) * z
+        # z_i ⟂ every b0_j; its S-part outside span(q) (when m ≥ 2k) keeps LP from fitting
+        # the ID data exactly, as for a generic B⋆.
+        if m >= 2 * k:
+            z = (c * q - a * w + u + Q_S[:, k : 2 * k].T) / math.sqrt(3.0)
+        else:
+            z = (c * q - a * w + u) / math.sqrt(2.0)
+        B_star = cos_t * B0 + sin_t * z
 
     v_dir = jax.random.normal(k_v, (k,))
-    v_star = spec.v_star_norm * v_dir / jnp.linalg.norm(v_dir)
-    X = spec.input_scale * jax.random.normal(k_x, (n, m)) @ Q_S.T
-    y = X @ (B_star.T @ v_star) + spec.label_noise * jax.random.normal(k_noise, (n,))
-    ood = OODCovariance.two_subspace(Q_S, spec.ood_id_weight, spec.ood_orth_weight)
+    v_star = p["v_star_norm"] * v_dir / jnp.linalg.norm(v_dir)
+    X = p["input_scale"] * jax.random.normal(k_x, (n, m)) @ Q_S.T
+    y = X @ (B_star.T @ v_star) + p["label_noise"] * jax.random.normal(k_noise, (n,))
+    ood = OODCovariance.two_subspace(Q_S, p["ood_id_weight"], p["ood_orth_weight"])
     return Problem(X=X, y=y, B_star=B_star, v_star=v_star, B0=B0, Q_S=Q_S, ood=ood)
 
 

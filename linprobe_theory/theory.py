@@ -39,8 +39,7 @@ def cos_theta_max(E: Float[Array, "d r"], F: Float[Array, "d t"]) -> Float[Array
     `R = span(E)` and `T = span(F)`. Columns must be orthonormal and `dim R ≤ dim T`."""
     if E.shape[-1] > F.shape[-1]:
         raise ValueError(
-            f"cos_theta_max needs dim R ≤ dim T, got E with {E.shape[-1]} columns and F with "
-            f"{F.shape[-1]}"
+            f"cos_theta_max needs dim R ≤ dim T, got E with {E.shape[-1]} columns and F with {F.shape[-1]}"
         )
     if E.shape[0] != F.shape[0]:
         raise ValueError(f"E and F must have the same number of rows, got {E.shape} and {F.shape}")
