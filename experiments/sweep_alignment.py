@@ -1,0 +1,185 @@
+"""The main job: FT's OOD error against the head alignment error φ, with the FT lower bound.
+
+Sweeps heads built to a prescribed φ, plus zero and random heads, over seeds and feature errors
+ε; runs FT, LP and LP-FT on each problem and checks that FT's OOD loss never falls below the
+bound at any saved time (the FT lower bound of Kumar et al., ICLR 2022).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+import linprobe_theory as lt
+from linprobe_theory.comparison import compare_methods
+from linprobe_theory.experiment import Study, field
+from linprobe_theory.plotting import COLORS, new_figure, positive
+from linprobe_theory.studies import HEAD_KINDS, select_head
+from linprobe_theory.sweep import run_batch
+
+ROUND_OFF = 1e-14  # OOD losses below this are zero up to float64 round-off
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    d: int = field(100, "input dimension")
+    k: int = field(3, "feature dimension")
+    m: int = field(20, "dimension of the ID subspace S")
+    n: int = field(40, "number of ID training examples")
+    coverage: float = field(0.95, "cos θ_max(R0, S⊥), fixed exactly by the construction")
+    eps: tuple = field((0.0, 1e-3), "feature errors d(B0, B⋆) to sweep (comma-separated)")
+    phi_min: float = field(0.02, "smallest prescribed φ")
+    phi_max: float = field(3.0, "largest prescribed φ (‖v⋆‖ = 1, so φ = 1 is the zero head's)")
+    num_phi: int = field(16, "number of prescribed φ values (log-spaced)")
+    random_heads: int = field(3, "random heads N(0, I/k) per seed and ε")
+    seeds: int = field(4, "problems drawn per ε")
+    t_final: float = field(200.0, "integration horizon (runs stop earlier at steady state)")
+    rtol: float = field(1e-8, "solver relative tolerance")
+    chunk_size: int = field(64, "runs per compiled batch")
+    seed: int = field(0, "base random seed")
+
+    @classmethod
+    def quick(cls):
+        return cls(d=40, m=10, n=20, num_phi=6, random_heads=1, seeds=2, t_final=100.0)
+
+
+def grid(config: Config) -> dict[str, np.ndarray]:
+    phis = np.geomspace(config.phi_min, config.phi_max, config.num_phi)
+    heads = [(0, p) for p in phis] + [(1, 1.0)] + [(2, np.nan)] * config.random_heads
+    rows = [(e, s, kind, phi) for e in config.eps for s in range(config.seeds) for kind, phi in heads]
+    eps, seed, kind, phi = (np.array(col) for col in zip(*rows, strict=True))
+    return {"eps": eps, "seed": seed, "head_kind": kind, "phi_target": phi}
+
+
+def compute(config: Config, store, progress):
+    spec = lt.ProblemSpec(d=config.d, k=config.k, m=config.m, n=config.n, coverage=config.coverage)
+    base = jax.random.key(config.seed)
+
+    def one_run(p, key):
+        problem = lt.make_problem(spec, key=jax.random.fold_in(base, p["seed"]), eps=p["eps"])
+        v0 = select_head(problem, p["head_kind"], jax.numpy.nan_to_num(p["phi_target"]), key=key)
+        out = compare_methods(problem, v0, t_final=config.t_final, rtol=config.rtol, full_reference=True)
+        return {
+            k: v
+            for k, v in out.items()
+            if np.ndim(v) == 0 or k not in ("t", "ft_ood_t", "ft_id_t", "lpft_ood_t")
+        }
+
+    params = grid(config)
+    if progress is not None:
+        progress.reset(total=len(params["eps"]))
+    out = run_batch(one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress)
+    table = {"run": np.arange(len(params["eps"])), **params, **out}
+    table["head"] = np.array([HEAD_KINDS[i] for i in params["head_kind"]])
+    bound = table["ft_bound"]
+    table["tightness"] = np.where(bound > 0, table["ft_ood_min"] / np.where(bound > 0, bound, 1.0), np.nan)
+    # The loss carries integration error ~rtol relative; a violation must exceed that.
+    table["bound_violation"] = (table["ft_ood_min"] < bound * (1 - 1e-6)).astype(int)
+    return table
+
+
+def plot(table, config: Config):
+    fig, axes = new_figure(ncols=2, width=5.5)
+    ax, ax_ratio = axes[0]
+    eps_values = np.unique(table["eps"])
+    markers = {"phi": "o", "zero": "s", "random": "^"}
+    shades = ["#d1495b", "#7b2cbf", "#2a9d8f", "#e76f51"]
+    for j, eps in enumerate(eps_values):
+        sel = table["eps"] == eps
+        color = shades[j % len(shades)]
+        for head, marker in markers.items():
+            s = sel & (table["head"] == head)
+            ax.scatter(
+                table["phi"][s],
+                positive(table["ft_ood_min"][s]),
+                marker=marker,
+                s=22,
+                color=color,
+                alpha=0.8,
+                label=f"FT, ε={eps:g}, {head} head",
+            )
+        order = np.argsort(table["phi"][sel])
+        ax.plot(
+            table["phi"][sel][order],
+            positive(table["ft_bound"][sel][order]),
+            color=color,
+            lw=1.5,
+            ls="--",
+            label=f"FT lower bound, ε={eps:g}",
+        )
+        for method, column in (("LP", "lp_ood"), ("LP-FT", "lpft_ood_min")):
+            level = np.median(table[column][sel])
+            if level > ROUND_OFF:
+                ax.axhline(
+                    level,
+                    color=COLORS[method],
+                    lw=1.2,
+                    ls=[":", "-."][j % 2],
+                    label=f"{method} (median), ε={eps:g}",
+                )
+            else:  # exact zero up to round-off: nothing to draw on a log axis
+                ax.plot([], [], ls="none", label=f"{method}, ε={eps:g}: 0 (≤ {ROUND_OFF:g})")
+        ratio = table["tightness"][sel]
+        ax_ratio.scatter(table["phi"][sel], positive(ratio), s=14, color=color, label=f"ε={eps:g}")
+    finite = positive(np.concatenate([table["ft_ood_min"], table["ft_bound"]]))
+    ax.set_ylim(bottom=0.3 * np.nanmin(finite))
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="head alignment error φ",
+        ylabel="OOD loss (FT: min over trajectory)",
+        title="FT OOD error never falls below the bound",
+    )
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    ax_ratio.axhline(1.0, color=COLORS["bound"], lw=1)
+    ax_ratio.set(
+        xscale="log",
+        yscale="log",
+        xlabel="head alignment error φ",
+        ylabel="tightness: FT OOD / bound (≥ 1)",
+        title="How loose the bound is",
+    )
+    ax_ratio.legend(fontsize=7)
+    return fig
+
+
+def summarise(table, config: Config) -> str:
+    ratio = table["tightness"][np.isfinite(table["tightness"])]
+    failed = int(np.sum(table["ft_status"] > 1) + np.sum(table["lpft_status"] > 1))
+    lines = [
+        f"sweep_alignment: {len(table['run'])} runs (ε ∈ {sorted(set(table['eps']))}, "
+        f"{config.seeds} seeds, φ-prescribed + zero + random heads)",
+        f"  bound violations (FT OOD < bound at some saved time): {int(np.sum(table['bound_violation']))}",
+        f"  runs with a positive bound: {ratio.size}; tightness FT/bound median {np.median(ratio):.3g}, "
+        f"worst (smallest) {np.min(ratio):.3g}"
+        if ratio.size
+        else "  no run had a positive bound",
+        f"  solver failures: {failed}; max FT training loss at the end {np.max(table['ft_train_final']):.2e}",
+        f"  max orthogonal drift (full-coordinate FT): {np.max(table['ft_orthogonal_drift']):.2e}",
+    ]
+    for eps in np.unique(table["eps"]):
+        s = table["eps"] == eps
+        ratio = np.median(table["lpft_ood_final"][s] / table["ft_ood_final"][s])
+        lines.append(
+            f"  ε={eps:g}: median OOD  FT {np.median(table['ft_ood_final'][s]):.3g}  LP "
+            f"{np.median(table['lp_ood'][s]):.3g}  LP-FT {np.median(table['lpft_ood_final'][s]):.3g}"
+            f"  (LP-FT/FT median ratio {ratio:.3g})"
+        )
+    return "\n".join(lines)
+
+
+def check(table, config: Config) -> list[str]:
+    failures = []
+    if np.sum(table["bound_violation"]):
+        failures.append(f"{int(np.sum(table['bound_violation']))} runs violate the FT lower bound")
+    if np.any(table["ft_status"] > 1) or np.any(table["lpft_status"] > 1):
+        failures.append("some solves failed (status > 1)")
+    return failures
+
+
+STUDY = Study("sweep_alignment", __doc__, Config, compute, plot, summarise, check)
+
+if __name__ == "__main__":
+    raise SystemExit(STUDY.main())

@@ -1,0 +1,76 @@
+"""Per-run computations behind the studies in `experiments/` (pure core: no I/O).
+
+Each function handles one run and is meant to be `vmap`ped by `sweep.run_batch`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .diagnostics import feature_distortion
+from .dynamics import fine_tune, linear_probe_solution
+from .heads import head_with_alignment, random_head, zero_head
+from .problem import Problem
+
+HEAD_KINDS = ("phi", "zero", "random")
+"""Head initialisations a sweep can mix: prescribed φ, zero, and `random_head`."""
+
+
+def select_head(problem: Problem, kind, phi, *, key) -> Float[Array, " k"]:
+    """The head of kind `HEAD_KINDS[kind]` (an integer, possibly traced), with target `phi` for
+    the φ-prescribed kind."""
+    candidates = jnp.stack(
+        [head_with_alignment(problem, phi), zero_head(problem), random_head(problem, key=key)]
+    )
+    return candidates[kind]
+
+
+def ood_inputs(problem: Problem, key, num: int) -> Float[Array, "num d"]:
+    """`num` draws of `x ~ N(0, Σ)`, with `Σ^{1/2} = √c (I − W Wᵀ) + W diag(√(c + λ)) Wᵀ` for the
+    factored `Σ = c I + W diag(λ) Wᵀ` (W orthonormal)."""
+    g = jax.random.normal(key, (num, problem.d))
+    W, c, lam = problem.ood.basis, problem.ood.scale, problem.ood.spectrum
+    gw = g @ W
+    return jnp.sqrt(c) * (g - gw @ W.T) + (gw * jnp.sqrt(c + lam)) @ W.T
+
+
+def id_inputs(problem: Problem, key, num: int, scale=1.0) -> Float[Array, "num d"]:
+    """`num` fresh ID inputs `scale · Q_S g`, `g ~ N(0, I_m)`: same law as the training inputs."""
+    return scale * jax.random.normal(key, (num, problem.m)) @ problem.Q_S.T
+
+
+def distortion_over_time(
+    problem: Problem,
+    v0,
+    *,
+    key,
+    save_at,
+    t_final,
+    num_inputs: int = 512,
+    input_scale=1.0,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+) -> dict[str, Array]:
+    """Feature change `(1/N) Σ_x (1/k) ‖(B(t) − B0) x‖²` for FT and LP-FT over time, on fresh ID
+    inputs and on OOD inputs `x ~ N(0, Σ)`; the OOD change is split into the parts from `P_S x`
+    and from `P_{S⊥} x`. Integrated in full coordinates, so the S⊥ part is a measurement, not an
+    identity of the parametrisation. Returns arrays of shape `(len(save_at),)`.
+    """
+    k_id, k_ood = jax.random.split(key)
+    x_id = id_inputs(problem, k_id, num_inputs, input_scale)
+    x_ood = ood_inputs(problem, k_ood, num_inputs)
+    x_ood_S = (x_ood @ problem.Q_S) @ problem.Q_S.T
+    x_ood_perp = x_ood - x_ood_S
+    opts = dict(t_final=t_final, save_at=save_at, rtol=rtol, atol=atol, coordinates="full", check=False)
+    out = {}
+    ft = fine_tune(problem, v0, **opts)
+    lpft = fine_tune(problem, linear_probe_solution(problem, v0), **opts)
+    for name, traj in (("ft", ft), ("lpft", lpft)):
+        out[f"{name}_id"] = feature_distortion(problem.B0, traj.B, x_id)
+        out[f"{name}_ood"] = feature_distortion(problem.B0, traj.B, x_ood)
+        out[f"{name}_ood_S"] = feature_distortion(problem.B0, traj.B, x_ood_S)
+        out[f"{name}_ood_perp"] = feature_distortion(problem.B0, traj.B, x_ood_perp)
+        out[f"{name}_status"] = traj.status
+    return out
