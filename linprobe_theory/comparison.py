@@ -25,7 +25,7 @@ from .theory import (
 )
 
 
-def log_time_grid(t_final, num: int, t_min_fraction: float = 1e-4) -> Float[Array, " num"]:
+def log_time_grid(t_final, num: int, t_min_fraction: float = 1e-6) -> Float[Array, " num"]:
     """`[0, t_min, …, t_final]`: 0 then `num − 1` log-spaced times, so early and late phases of
     the flow are both resolved."""
     t_final = jnp.asarray(t_final, float)
