@@ -39,10 +39,15 @@ class Config:
 
 
 def compute(config: Config, store, progress):
-    spec = lt.ProblemSpec(d=config.d, k=config.k, m=config.m, n=config.n, coverage=config.coverage, eps=config.eps)
+    spec = lt.ProblemSpec(
+        d=config.d, k=config.k, m=config.m, n=config.n, coverage=config.coverage, eps=config.eps
+    )
     base = jax.random.key(config.seed)
     phis = np.array(config.phis, dtype=float)
-    params = {"phi_target": np.repeat(phis, config.seeds), "seed": np.tile(np.arange(config.seeds), len(phis))}
+    params = {
+        "phi_target": np.repeat(phis, config.seeds),
+        "seed": np.tile(np.arange(config.seeds), len(phis)),
+    }
 
     def one_run(p, key):
         problem = lt.make_problem(spec, key=jax.random.fold_in(base, p["seed"]))
@@ -90,18 +95,48 @@ def plot(table, config: Config):
         j = phi_targets.index(table["phi_target"][s][0])
         first = table["seed"][s][0] == 0
         color = shades[j % len(shades)]
-        ax.plot(table["t"][s], table["ft_ood"][s], color=color, lw=1.2, label=f"FT, φ={phi_targets[j]:g}" if first else None)
-        ax.axhline(positive(bound[r]), color=color, lw=0.8, ls="--", label=f"bound, φ={phi_targets[j]:g}" if first else None)
-        ax.plot(table["t"][s], positive(table["lpft_ood"][s]), color=COLORS["LP-FT"], lw=0.8, alpha=0.7,
-                label="LP-FT" if r == runs[0] else None)
-        ax.axhline(table["lp_ood"][s][0], color=COLORS["LP"], lw=0.6, ls=":", label="LP" if r == runs[0] else None)
-    ax.set(xscale="log", yscale="log", xlabel="time t (gradient flow)", ylabel="OOD loss",
-           title=f"FT OOD loss over time vs its bound (ε={config.eps:g})")
+        ax.plot(
+            table["t"][s],
+            table["ft_ood"][s],
+            color=color,
+            lw=1.2,
+            label=f"FT, φ={phi_targets[j]:g}" if first else None,
+        )
+        ax.axhline(
+            positive(bound[r]),
+            color=color,
+            lw=0.8,
+            ls="--",
+            label=f"bound, φ={phi_targets[j]:g}" if first else None,
+        )
+        ax.plot(
+            table["t"][s],
+            positive(table["lpft_ood"][s]),
+            color=COLORS["LP-FT"],
+            lw=0.8,
+            alpha=0.7,
+            label="LP-FT" if r == runs[0] else None,
+        )
+        ax.axhline(
+            table["lp_ood"][s][0], color=COLORS["LP"], lw=0.6, ls=":", label="LP" if r == runs[0] else None
+        )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="time t (gradient flow)",
+        ylabel="OOD loss",
+        title=f"FT OOD loss over time vs its bound (ε={config.eps:g})",
+    )
     ax.legend(fontsize=7, ncol=2)
     ax_min.scatter(phi, min_ft, color=COLORS["FT"], label="FT: min over t of OOD loss")
     ax_min.scatter(phi, positive(bound), color=COLORS["bound"], marker="_", s=200, label="FT lower bound")
-    ax_min.set(xscale="log", yscale="log", xlabel="head alignment error φ", ylabel="OOD loss",
-               title="Best stopping time vs bound")
+    ax_min.set(
+        xscale="log",
+        yscale="log",
+        xlabel="head alignment error φ",
+        ylabel="OOD loss",
+        title="Best stopping time vs bound",
+    )
     ax_min.legend(fontsize=8)
     return fig
 
@@ -113,7 +148,9 @@ def summarise(table, config: Config) -> str:
         f"early_stopping: {len(runs)} runs × {int(np.sum(table['run'] == runs[0]))} saved times (ε={config.eps:g})",
         f"  runs where min over t of FT OOD < bound: {int(np.sum(min_ft < bound * (1 - 1e-6)))}",
         f"  runs with a positive bound: {int(np.sum(positive_bound))}; min over runs of (min_t FT OOD)/bound: "
-        + (f"{np.min(min_ft[positive_bound] / bound[positive_bound]):.3g}" if positive_bound.any() else "n/a"),
+        + (
+            f"{np.min(min_ft[positive_bound] / bound[positive_bound]):.3g}" if positive_bound.any() else "n/a"
+        ),
         f"  median over runs of min_t FT OOD: {np.median(min_ft):.3g}; LP OOD median: "
         f"{np.median([table['lp_ood'][table['run'] == r][0] for r in runs]):.3g}",
     ]

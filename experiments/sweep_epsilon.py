@@ -51,8 +51,17 @@ def compute(config: Config, store, progress):
         problem = lt.make_problem(spec, key=jax.random.fold_in(base, p["seed"]), eps=p["eps"])
         v0 = lt.random_head(problem, key=jax.random.fold_in(base, 10_000 + p["seed"]))
         out = compare_methods(problem, v0, t_final=config.t_final)
-        keep = ("phi", "feature_error", "lp_ood", "lp_bound", "ft_ood_final", "ft_ood_min", "ft_status",
-                "lpft_ood_final", "ft_train_final")
+        keep = (
+            "phi",
+            "feature_error",
+            "lp_ood",
+            "lp_bound",
+            "ft_ood_final",
+            "ft_ood_min",
+            "ft_status",
+            "lpft_ood_final",
+            "ft_train_final",
+        )
         return {name: out[name] for name in keep}
 
     if progress is not None:
@@ -73,23 +82,36 @@ def lp_slope(table, config: Config) -> float:
 def plot(table, config: Config):
     fig, axes = new_figure(ncols=2, width=5.2)
     ax, ax_ratio = axes[0]
-    for label, column, color in (("FT (min over t)", "ft_ood_min", COLORS["FT"]), ("LP", "lp_ood", COLORS["LP"]),
-                                 ("LP-FT", "lpft_ood_final", COLORS["LP-FT"]),
-                                 ("LP upper bound (ours)", "lp_bound", COLORS["bound"])):
+    for label, column, color in (
+        ("FT (min over t)", "ft_ood_min", COLORS["FT"]),
+        ("LP", "lp_ood", COLORS["LP"]),
+        ("LP-FT", "lpft_ood_final", COLORS["LP-FT"]),
+        ("LP upper bound (ours)", "lp_bound", COLORS["bound"]),
+    ):
         eps, med, lo, hi = median_band(table["eps"], table[column])
         ls = "--" if "bound" in label else "-"
         ax.plot(eps, positive(med), ls, marker="o", ms=3, color=color, label=label)
         ax.fill_between(eps, positive(lo), positive(hi), color=color, alpha=0.15, lw=0)
     slope = lp_slope(table, config)
-    ax.set(xscale="log", yscale="log", xlabel="feature error ε = d(B0, B⋆)", ylabel="OOD loss (median, IQR)",
-           title=f"LP's OOD loss ∝ ε^{slope:.2f}; FT's does not vanish")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="feature error ε = d(B0, B⋆)",
+        ylabel="OOD loss (median, IQR)",
+        title=f"LP's OOD loss ∝ ε^{slope:.2f}; FT's does not vanish",
+    )
     ax.legend(fontsize=8)
     eps, med, lo, hi = median_band(table["eps"], table["lp_over_ft"])
     ax_ratio.plot(eps, positive(med), marker="o", ms=3, color=COLORS["LP"])
     ax_ratio.fill_between(eps, positive(lo), positive(hi), color=COLORS["LP"], alpha=0.15, lw=0)
     ax_ratio.axhline(1.0, color=COLORS["bound"], lw=0.8)
-    ax_ratio.set(xscale="log", yscale="log", xlabel="feature error ε", ylabel="OOD(LP) / OOD(FT)",
-                 title="LP / FT ratio → 0 as ε → 0")
+    ax_ratio.set(
+        xscale="log",
+        yscale="log",
+        xlabel="feature error ε",
+        ylabel="OOD(LP) / OOD(FT)",
+        title="LP / FT ratio → 0 as ε → 0",
+    )
     return fig
 
 

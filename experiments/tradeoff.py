@@ -48,13 +48,24 @@ def compute(config: Config, store, progress):
 
     def one_run(p, key):
         problem = lt.make_problem(
-            spec, key=jax.random.fold_in(base, p["seed"]), eps=p["eps"],
-            ood_id_weight=2.0 * (1.0 - p["shift"]), ood_orth_weight=2.0 * p["shift"],
+            spec,
+            key=jax.random.fold_in(base, p["seed"]),
+            eps=p["eps"],
+            ood_id_weight=2.0 * (1.0 - p["shift"]),
+            ood_orth_weight=2.0 * p["shift"],
         )
         v0 = lt.random_head(problem, key=jax.random.fold_in(base, 10_000 + p["seed"]))
         out = compare_methods(problem, v0, t_final=config.t_final)
-        keep = ("ft_ood_final", "lp_ood", "lpft_ood_final", "ft_id_final", "lp_id", "lpft_id_final", "ft_status",
-                "lpft_status")
+        keep = (
+            "ft_ood_final",
+            "lp_ood",
+            "lpft_ood_final",
+            "ft_id_final",
+            "lp_id",
+            "lpft_id_final",
+            "ft_status",
+            "lpft_status",
+        )
         return {name: out[name] for name in keep}
 
     if progress is not None:
@@ -80,7 +91,12 @@ def plot(table, config: Config):
     panels = (
         ("ood_ft_over_lp", "log10 OOD(FT) / OOD(LP)\n> 0: LP wins OOD", True, "RdBu_r"),
         ("id_lp_minus_ft", "log10 [ID(LP) − ID(FT)]\n(blank where ≤ 0: FT does not win ID)", True, "Greens"),
-        ("ood_lpft_over_best", "log10 OOD(LP-FT) / min(OOD(FT), OOD(LP))\n≤ 0: LP-FT best OOD", True, "RdBu_r"),
+        (
+            "ood_lpft_over_best",
+            "log10 OOD(LP-FT) / min(OOD(FT), OOD(LP))\n≤ 0: LP-FT best OOD",
+            True,
+            "RdBu_r",
+        ),
     )
     for ax, (column, title, log, cmap) in zip(axes[0], panels, strict=True):
         eps, shift, values = _grid(table, column)
@@ -90,8 +106,14 @@ def plot(table, config: Config):
         image = ax.imshow(shown, origin="lower", aspect="auto", cmap=cmap, **kwargs)
         for i in range(len(shift)):
             for j in range(len(eps)):
-                ax.text(j, i, f"{shown[i, j]:.1f}" if log else f"{shown[i, j]:.1e}", ha="center", va="center",
-                        fontsize=6)
+                ax.text(
+                    j,
+                    i,
+                    f"{shown[i, j]:.1f}" if log else f"{shown[i, j]:.1e}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                )
         ax.set_xticks(range(len(eps)), [f"{e:g}" for e in eps], rotation=45, fontsize=7)
         ax.set_yticks(range(len(shift)), [f"{r:g}" for r in shift], fontsize=7)
         ax.set(xlabel="feature error ε", ylabel="shift ρ (Σ weight on S⊥)", title=title)
@@ -105,13 +127,15 @@ def summarise(table, config: Config) -> str:
     _, _, ood = _grid(table, "ood_ft_over_lp")
     _, _, idd = _grid(table, "id_lp_minus_ft")
     _, _, both = _grid(table, "ood_lpft_over_best")
-    return "\n".join([
-        f"tradeoff: {len(table['run'])} runs over {cells} cells (median over {config.seeds} seeds per cell)",
-        f"  LP beats FT OOD in {int(np.sum(ood > 1))}/{cells} cells; FT beats LP ID in {int(np.sum(idd > 0))}/{cells}",
-        f"  LP-FT within 10% of the best OOD method in {int(np.sum(both <= 1.1))}/{cells} cells "
-        f"(median ratio {np.median(both):.3g})",
-        f"  solver failures: {int(np.sum(table['ft_status'] > 1) + np.sum(table['lpft_status'] > 1))}",
-    ])
+    return "\n".join(
+        [
+            f"tradeoff: {len(table['run'])} runs over {cells} cells (median over {config.seeds} seeds per cell)",
+            f"  LP beats FT OOD in {int(np.sum(ood > 1))}/{cells} cells; FT beats LP ID in {int(np.sum(idd > 0))}/{cells}",
+            f"  LP-FT within 10% of the best OOD method in {int(np.sum(both <= 1.1))}/{cells} cells "
+            f"(median ratio {np.median(both):.3g})",
+            f"  solver failures: {int(np.sum(table['ft_status'] > 1) + np.sum(table['lpft_status'] > 1))}",
+        ]
+    )
 
 
 STUDY = Study("tradeoff", __doc__, Config, compute, plot, summarise)
