@@ -90,7 +90,7 @@ def plot(table, config: Config):
     runs, min_ft, bound, phi = per_run(table)
     shades = ["#d1495b", "#7b2cbf", "#2a9d8f", "#e76f51", "#264653", "#8ab17d"]
     phi_targets = sorted(set(table["phi_target"]))
-    for r in runs:
+    for i, r in enumerate(runs):
         s = (table["run"] == r) & (table["t"] > 0)
         j = phi_targets.index(table["phi_target"][s][0])
         first = table["seed"][s][0] == 0
@@ -103,7 +103,7 @@ def plot(table, config: Config):
             label=f"FT, φ={phi_targets[j]:g}" if first else None,
         )
         ax.axhline(
-            positive(bound[r]),
+            positive(bound[i]),
             color=color,
             lw=0.8,
             ls="--",

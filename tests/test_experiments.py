@@ -1,0 +1,75 @@
+"""End-to-end: each study's --quick path writes its table, sidecar and figure, and its checks
+pass (no bound violations); --plot-only re-plots from the table alone."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linprobe_theory.storage import read_csv
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+COLUMNS = {
+    "sweep_alignment": [
+        "eps", "seed", "head", "phi", "coverage", "ft_ood_final", "ft_ood_min", "ft_bound", "lp_ood",
+        "lpft_ood_final", "ft_id_final", "lp_id", "lpft_id_final", "ft_orthogonal_drift", "tightness",
+        "bound_violation",
+    ],
+    "sweep_epsilon": ["eps", "seed", "lp_ood", "ft_ood_min", "lp_over_ft", "lp_bound"],
+    "early_stopping": ["run", "t", "ft_ood", "lpft_ood", "lp_ood", "ft_bound"],
+    "tradeoff": ["eps", "shift", "ood_ft_over_lp", "id_lp_minus_ft", "ood_lpft_over_best"],
+    "feature_distortion": ["run", "t", "ft_id", "ft_ood", "ft_ood_S", "ft_ood_perp", "lpft_id", "lpft_ood"],
+}
+
+
+def load_study(name):
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.STUDY
+
+
+@pytest.mark.parametrize("name", list(COLUMNS))
+def test_quick_run_end_to_end(name, tmp_path, capsys):
+    study = load_study(name)
+    assert study.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0  # its checks passed
+    table = read_csv(tmp_path / f"{name}.csv")
+    missing = [c for c in COLUMNS[name] if c not in table]
+    assert not missing, f"missing columns {missing}"
+    assert len(table[COLUMNS[name][0]]) > 0
+    for column, values in table.items():
+        if values.dtype.kind == "f":
+            assert np.all(np.isfinite(values) | (column in ("phi_target", "tightness"))), column
+    sidecar = json.loads((tmp_path / f"{name}.json").read_text())
+    assert sidecar["quick"] is True and "jax" in sidecar["versions"] and sidecar["git_commit"]
+    for suffix in (".png", ".pdf"):
+        assert (tmp_path / f"{name}{suffix}").stat().st_size > 1000
+    if name in ("sweep_alignment", "early_stopping"):
+        out = capsys.readouterr().out
+        assert "bound violations (FT OOD < bound at some saved time): 0" in out or "< bound: 0" in out
+    if name == "sweep_alignment":
+        assert int(np.sum(table["bound_violation"])) == 0
+        assert np.all(table["ft_orthogonal_drift"] <= 1e-10)
+
+    # --plot-only redraws from the table alone.
+    (tmp_path / f"{name}.png").unlink()
+    assert study.main(["--quick", "--out", str(tmp_path), "--plot-only"]) == 0
+    assert (tmp_path / f"{name}.png").exists()
+
+
+def test_plot_only_without_a_table_fails_clearly(tmp_path):
+    with pytest.raises(SystemExit, match="no table"):
+        load_study("sweep_epsilon").main(["--quick", "--out", str(tmp_path), "--plot-only"])
+
+
+def test_cli_overrides_reach_the_config(tmp_path):
+    study = load_study("sweep_epsilon")
+    assert study.main(["--quick", "--out", str(tmp_path), "--no-progress", "--num-eps", "3", "--seeds", "1"]) == 0
+    sidecar = json.loads((tmp_path / "sweep_epsilon.json").read_text())
+    assert sidecar["config"]["num_eps"] == 3 and sidecar["config"]["seeds"] == 1
+    assert len(read_csv(tmp_path / "sweep_epsilon.csv")["eps"]) == 3
