@@ -5,6 +5,8 @@ from .covariance import OODCovariance as OODCovariance
 from .diagnostics import balancedness_drift as balancedness_drift
 from .diagnostics import feature_distortion as feature_distortion
 from .diagnostics import orthogonal_drift as orthogonal_drift
+from .discrete import DiscreteTrajectory as DiscreteTrajectory
+from .discrete import train_discrete as train_discrete
 from .dynamics import SolveError as SolveError
 from .dynamics import SolveStatus as SolveStatus
 from .dynamics import Trajectory as Trajectory
