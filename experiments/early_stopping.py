@@ -28,14 +28,19 @@ class Config:
     eps: float = field(1e-3, "feature error d(B0, B⋆)")
     phis: tuple = field((0.3, 0.6, 1.0, 2.0), "prescribed head alignment errors φ")
     seeds: int = field(3, "problems per φ")
-    t_final: float = field(200.0, "integration horizon")
+    t_final: float = field(20.0, "horizon; saves after a steady-state stop hold the final state")
+    grad_tol: float = field(
+        1e-7,
+        "steady-state stop: gradient norm below this (explicit solvers jitter at ~1e-9, so far smaller "
+        "values never trigger and every run integrates to t_final)",
+    )
     num_saves: int = field(96, "saved times (0 and a log grid up to t_final)")
     chunk_size: int = field(64, "runs per compiled batch")
     seed: int = field(0, "base random seed")
 
     @classmethod
     def quick(cls):
-        return cls(d=40, m=10, n=20, phis=(0.5, 1.5), seeds=2, t_final=100.0, num_saves=48)
+        return cls(d=40, m=10, n=20, phis=(0.5, 1.5), seeds=2, num_saves=48)
 
 
 def compute(config: Config, store, progress):
@@ -52,7 +57,9 @@ def compute(config: Config, store, progress):
     def one_run(p, key):
         problem = lt.make_problem(spec, key=jax.random.fold_in(base, p["seed"]))
         v0 = lt.head_with_alignment(problem, p["phi_target"], key=key, orthogonal_norm=0.3)
-        out = compare_methods(problem, v0, t_final=config.t_final, num_saves=config.num_saves, grad_tol=None)
+        out = compare_methods(
+            problem, v0, t_final=config.t_final, num_saves=config.num_saves, grad_tol=config.grad_tol
+        )
         keep = ("t", "ft_ood_t", "lpft_ood_t", "lp_ood", "ft_bound", "phi", "ft_status", "lpft_status")
         return {name: out[name] for name in keep}
 
@@ -88,7 +95,7 @@ def plot(table, config: Config):
     fig, axes = new_figure(ncols=2, width=5.2)
     ax, ax_min = axes[0]
     runs, min_ft, bound, phi = per_run(table)
-    shades = ["#d1495b", "#7b2cbf", "#2a9d8f", "#e76f51", "#264653", "#8ab17d"]
+    shades = ["#d1495b", "#7b2cbf", "#2a9d8f", "#8d6e63", "#1d4ed8", "#8ab17d"]
     phi_targets = sorted(set(table["phi_target"]))
     for i, r in enumerate(runs):
         s = (table["run"] == r) & (table["t"] > 0)

@@ -36,7 +36,12 @@ class Config:
     ood_id_weights: tuple = field((1.0, 0.5), "Σ's weight on S (its weight on S⊥ is 1): one setting each")
     seeds: int = field(6, "problems (random heads) per Σ setting")
     num_inputs: int = field(1024, "fresh ID and OOD inputs for the measurement")
-    t_final: float = field(100.0, "fine-tuning horizon")
+    t_final: float = field(20.0, "fine-tuning horizon (runs stop earlier at steady state)")
+    grad_tol: float = field(
+        1e-7,
+        "steady-state stop: gradient norm below this (explicit solvers jitter at ~1e-9, so far smaller "
+        "values never trigger and every run integrates to t_final)",
+    )
     num_saves: int = field(40, "saved times (0 and a log grid)")
     chunk_size: int = field(16, "runs per compiled batch")
     seed: int = field(0, "base random seed")
@@ -64,7 +69,13 @@ def compute(config: Config, store, progress):
         )
         v0 = lt.random_head(problem, key=jax.random.fold_in(base, 10_000 + p["seed"]))
         out = distortion_over_time(
-            problem, v0, key=key, save_at=save_at, t_final=config.t_final, num_inputs=config.num_inputs
+            problem,
+            v0,
+            key=key,
+            save_at=save_at,
+            t_final=config.t_final,
+            num_inputs=config.num_inputs,
+            grad_tol=config.grad_tol,
         )
         return {**out, "t": save_at}
 
@@ -126,15 +137,10 @@ def plot(table, config: Config):
     ax_bar.bar(range(len(values)), positive(values), color=colors)
     ax_bar.set_xticks(range(len(values)), labels, rotation=90, fontsize=6)
     ax_bar.set(
-        yscale="log", ylabel="final feature change (median)", title="Final change: ID inputs vs OOD inputs"
-    )
-    ax_bar.text(
-        0.02,
-        0.02,
-        f"S⊥ part of the OOD change: ≤ {perp:.0e}\n(round-off; exactly 0 in exact arithmetic)",
-        transform=ax_bar.transAxes,
-        fontsize=8,
-        va="bottom",
+        yscale="log",
+        ylabel="final feature change (median)",
+        title=f"Final change: ID inputs vs OOD inputs\n(S⊥ part of the OOD change ≤ {perp:.0e}: round-off, "
+        "0 in exact arithmetic)",
     )
     ax_bar.title.set_fontsize(9)
     return fig

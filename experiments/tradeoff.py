@@ -30,13 +30,18 @@ class Config:
     eps: tuple = field((1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0), "feature errors ε")
     shift: tuple = field((0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98), "ρ: share of Σ's weight on S⊥")
     seeds: int = field(3, "problems (random heads) per grid cell")
-    t_final: float = field(200.0, "integration horizon (runs stop earlier at steady state)")
+    t_final: float = field(20.0, "integration horizon (runs stop earlier at steady state)")
+    grad_tol: float = field(
+        1e-7,
+        "steady-state stop: gradient norm below this (explicit solvers jitter at ~1e-9, so far smaller "
+        "values never trigger and every run integrates to t_final)",
+    )
     chunk_size: int = field(64, "runs per compiled batch")
     seed: int = field(0, "base random seed")
 
     @classmethod
     def quick(cls):
-        return cls(d=40, m=10, n=20, eps=(1e-3, 0.1, 1.0), shift=(0.02, 0.5, 0.98), seeds=1, t_final=100.0)
+        return cls(d=40, m=10, n=20, eps=(1e-3, 0.1, 1.0), shift=(0.02, 0.5, 0.98), seeds=1)
 
 
 def compute(config: Config, store, progress):
@@ -55,7 +60,7 @@ def compute(config: Config, store, progress):
             ood_orth_weight=2.0 * p["shift"],
         )
         v0 = lt.random_head(problem, key=jax.random.fold_in(base, 10_000 + p["seed"]))
-        out = compare_methods(problem, v0, t_final=config.t_final)
+        out = compare_methods(problem, v0, t_final=config.t_final, grad_tol=config.grad_tol)
         keep = (
             "ft_ood_final",
             "lp_ood",

@@ -52,18 +52,21 @@ def distortion_over_time(
     input_scale=1.0,
     rtol: float = 1e-8,
     atol: float = 1e-12,
+    grad_tol: float | None = 1e-7,
 ) -> dict[str, Array]:
     """Feature change `(1/N) Σ_x (1/k) ‖(B(t) − B0) x‖²` for FT and LP-FT over time, on fresh ID
     inputs and on OOD inputs `x ~ N(0, Σ)`; the OOD change is split into the parts from `P_S x`
     and from `P_{S⊥} x`. Integrated in full coordinates, so the S⊥ part is a measurement, not an
-    identity of the parametrisation. Returns arrays of shape `(len(save_at),)`.
+    identity of the parametrisation. After a steady-state stop (`‖∇L̂‖ < grad_tol`) the remaining
+    saves hold the final state. Returns arrays of shape `(len(save_at),)`.
     """
     k_id, k_ood = jax.random.split(key)
     x_id = id_inputs(problem, k_id, num_inputs, input_scale)
     x_ood = ood_inputs(problem, k_ood, num_inputs)
     x_ood_S = (x_ood @ problem.Q_S) @ problem.Q_S.T
     x_ood_perp = x_ood - x_ood_S
-    opts = dict(t_final=t_final, save_at=save_at, rtol=rtol, atol=atol, coordinates="full", check=False)
+    opts = dict(t_final=t_final, save_at=save_at, rtol=rtol, atol=atol, grad_tol=grad_tol)
+    opts.update(coordinates="full", check=False)
     out = {}
     ft = fine_tune(problem, v0, **opts)
     lpft = fine_tune(problem, linear_probe_solution(problem, v0), **opts)
