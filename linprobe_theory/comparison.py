@@ -52,7 +52,7 @@ def compare_methods(
     num_saves: int = 64,
     rtol: float = 1e-8,
     atol: float = 1e-12,
-    grad_tol: float | None = 1e-10,
+    grad_tol: float | None = 1e-7,
     max_steps: int = 100_000,
     solver: diffrax.AbstractSolver | None = None,
     full_reference: bool = False,
