@@ -58,6 +58,9 @@ class ChunkStore:
         else:
             for old in self.directory.glob("chunk_*.npz"):
                 old.unlink()
+        # Temporaries of writes cut short by a crash are never chunks; drop them.
+        for stale in self.directory.glob(".chunk_*.tmp"):
+            stale.unlink(missing_ok=True)
         _atomic_write(manifest, lambda f: f.write(json.dumps({"fingerprint": sweep_fingerprint}).encode()))
 
     def path(self, index: int) -> Path:

@@ -1,14 +1,16 @@
 """Run a flat batch of independent runs as `jit(vmap(run_fn))`, chunk by chunk.
 
 Each chunk's batch axis is sharded over the local devices (a 1-D `Mesh` named `"runs"`); under
-`jax.distributed` each process takes every `process_count`-th chunk, so one command run on
-every host covers the sweep. Run `i` always gets the key `fold_in(key, i)`, whatever the chunk
+`jax.distributed` each process computes the chunks `chunks_for_process` assigns it (every
+`process_count`-th chunk), so one command run on every host covers the sweep, and the hosts
+meet in a shared `ChunkStore`. Run `i` always gets the key `fold_in(key, i)`, whatever the chunk
 size, ordering or device count, so results do not depend on how the sweep is split.
-Outer layer: imports the core, never the reverse.
+Outer layer: imports the core, never the reverse. See `docs/scaling.md`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import jax
@@ -18,12 +20,24 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .storage import ChunkStore
 
+RUNS_KEY = "__runs__"  # run indices stored beside each chunk, checked on resume
 
-def _chunk_plan(num_runs: int, chunk_size: int, order) -> list[np.ndarray]:
+
+def chunk_plan(num_runs: int, chunk_size: int, order=None) -> list[np.ndarray]:
+    """Split runs (in `order`, default `0…num_runs−1`) into consecutive chunks of `chunk_size`."""
     positions = np.arange(num_runs) if order is None else np.asarray(order)
-    if sorted(positions.tolist()) != list(range(num_runs)):
+    if positions.shape != (num_runs,) or not np.array_equal(np.sort(positions), np.arange(num_runs)):
         raise ValueError(f"order must be a permutation of range({num_runs})")
     return [positions[s : s + chunk_size] for s in range(0, num_runs, chunk_size)]
+
+
+def chunks_for_process(num_chunks: int, process_index: int, process_count: int) -> list[int]:
+    """The chunks process `process_index` of `process_count` computes: `c ≡ process_index
+    (mod process_count)`. Round robin keeps the load balanced when chunks are sorted by
+    stiffness (`stiffness_order`), and every chunk has exactly one owner."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+    return list(range(process_index, num_chunks, process_count))
 
 
 def stiffness_order(proxy) -> np.ndarray:
@@ -33,6 +47,17 @@ def stiffness_order(proxy) -> np.ndarray:
     costs about its stiffest run; sorting by a proxy (e.g. `‖v⋆‖²·n`, or `t_final`) groups them.
     """
     return np.argsort(np.asarray(proxy), kind="stable")
+
+
+@functools.lru_cache(maxsize=64)
+def _batched(run_fn):
+    """`jit(vmap(run_fn))` with the base key as an unbatched argument; cached per `run_fn`, so
+    repeated sweeps (e.g. a resume in the same process) reuse the compiled executable."""
+
+    def one(p, index, key):
+        return run_fn(p, jax.random.fold_in(key, index))
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
 
 
 def run_batch(
@@ -45,6 +70,7 @@ def run_batch(
     order=None,
     devices=None,
     progress=None,
+    processes: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Evaluate `run_fn(params_i, key_i)` for every run `i` and stack the outputs.
 
@@ -56,16 +82,20 @@ def run_batch(
         chunk_size: runs per compiled call (bounds memory); rounded up to a multiple of the
             number of devices. The last chunk is padded with copies of its last run.
         store: a `ChunkStore`; finished chunks are written there and chunks already there are
-            loaded instead of recomputed (resume).
+            loaded instead of recomputed (resume). A chunk written under another chunk plan
+            (chunk size, `order`, device count) is refused rather than mixed in.
         order: a permutation of the runs that decides which runs share a chunk
             (see `stiffness_order`); the outputs are always in run order.
         devices: devices to shard each chunk over (default: all local devices).
         progress: anything with `update(n)` (e.g. a `tqdm` bar), told runs done per chunk.
+        processes: `(process_index, process_count)`; default `jax.process_index()`,
+            `jax.process_count()`. Overriding it lets one machine play one process of a sweep.
 
     Returns:
-        dict of numpy arrays with leading axis `num_runs`. Under `jax.distributed` with several
-        processes, only this process's chunks are computed; chunks of other processes are read
-        from the shared `store` if present, and missing ones raise.
+        dict of numpy arrays with leading axis `num_runs`. With several processes each computes
+        its own chunks (`chunks_for_process`) into `store`, which must be on a file system all
+        processes share; under a real `jax.distributed` run the processes then wait for each
+        other and all return the full table. A chunk of another process still missing raises.
     """
     names = list(params)
     if not names:
@@ -76,6 +106,8 @@ def run_batch(
             raise ValueError(
                 f"params[{name!r}] must be 1-D of length {num_runs}, got {np.shape(params[name])}"
             )
+    if num_runs == 0:
+        raise ValueError("params must hold at least one run")
     devices = list(jax.local_devices() if devices is None else devices)
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be ≥ 1")
@@ -83,35 +115,60 @@ def run_batch(
     chunk_size = min(chunk_size, -(-num_runs // len(devices)) * len(devices))
     mesh = Mesh(np.array(devices), ("runs",))
     sharding = NamedSharding(mesh, PartitionSpec("runs"))
+    process, num_processes = (jax.process_index(), jax.process_count()) if processes is None else processes
+    if num_processes > 1 and store is None:
+        raise ValueError("a sweep over several processes needs a ChunkStore on a shared file system")
 
-    def one(p, index):
-        return run_fn(p, jax.random.fold_in(key, index))
+    batched = _batched(run_fn)
+    chunks = chunk_plan(num_runs, chunk_size, order)
+    host_params = {n: np.asarray(params[n]) for n in names}
 
-    batched = jax.jit(jax.vmap(one))
-    chunks = _chunk_plan(num_runs, chunk_size, order)
-    process, num_processes = jax.process_index(), jax.process_count()
-    results: list[tuple[np.ndarray, dict]] = []
-    for c, idx in enumerate(chunks):
-        if store is not None and store.has(c):
-            out = store.load(c)
-        elif c % num_processes != process:
-            raise RuntimeError(
-                f"chunk {c} belongs to process {c % num_processes}; run every process to completion "
-                f"(or rerun with resume on a shared store) before assembling"
+    def compute(idx):
+        padded = np.concatenate([idx, np.full(chunk_size - len(idx), idx[-1])])
+        args = {n: jnp.asarray(host_params[n][padded]) for n in names}
+        args, index = jax.device_put((args, jnp.asarray(padded)), sharding)
+        return {n: np.asarray(a)[: len(idx)] for n, a in batched(args, index, key).items()}
+
+    def load(c, idx):
+        out = store.load(c)
+        runs = out.pop(RUNS_KEY, None)
+        if runs is None or not np.array_equal(runs, idx):
+            raise ValueError(
+                f"chunk {c} in {store.directory} holds other runs than this sweep's chunk {c}: the chunk "
+                f"plan changed (chunk_size, order or device count); resume with the same plan"
             )
+        return out
+
+    results: dict[int, dict] = {}
+    for c in chunks_for_process(len(chunks), process, num_processes):
+        idx = chunks[c]
+        if store is not None and store.has(c):
+            results[c] = load(c, idx)
         else:
-            padded = np.concatenate([idx, np.full(chunk_size - len(idx), idx[-1])])
-            args = {n: jnp.asarray(np.asarray(params[n])[padded]) for n in names}
-            args, index = jax.device_put((args, jnp.asarray(padded)), sharding)
-            out = {n: np.asarray(a)[: len(idx)] for n, a in batched(args, index).items()}
+            results[c] = compute(idx)
             if store is not None:
-                store.save(c, out)
-        results.append((idx, out))
+                store.save(c, {**results[c], RUNS_KEY: idx})
         if progress is not None:
             progress.update(len(idx))
-    first = results[0][1]
+
+    if len(results) < len(chunks):
+        if processes is None and num_processes > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("linprobe_theory.run_batch")
+        missing = [c for c in range(len(chunks)) if c not in results and not store.has(c)]
+        if missing:
+            raise RuntimeError(
+                f"chunks {missing} of other processes are not in {store.directory} yet; run every "
+                f"process to completion (or rerun with resume on the shared store) before assembling"
+            )
+        for c in range(len(chunks)):
+            if c not in results:
+                results[c] = load(c, chunks[c])
+
+    first = results[0]
     stacked = {n: np.empty((num_runs,) + a.shape[1:], a.dtype) for n, a in first.items()}
-    for idx, out in results:
+    for c, idx in enumerate(chunks):
         for n in stacked:
-            stacked[n][idx] = out[n]
+            stacked[n][idx] = results[c][n]
     return stacked
