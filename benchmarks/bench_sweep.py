@@ -9,8 +9,8 @@ All three integrate the same FT gradient flow from the same problems and heads t
 (b) `fine_tune(coordinates="full")`, one run at a time in a Python loop;
 (c) numpy + scipy `solve_ivp(method="DOP853")` on the flattened (v, B), written here as a
     researcher would. Final OOD and train losses of the three are compared (max |diff|).
-Problems are built one at a time with a jitted `make_problem` (see RESULTS.md for why not under
-vmap) and their Gram quantities (`ReducedProblem`, O(d)) precomputed; (a) is timed without
+Problems are built with a jit(vmap) of `make_problem` and their Gram quantities
+(`ReducedProblem`, O(d)) precomputed; (a) is timed without
 compilation, which is reported separately. Set OPENBLAS_NUM_THREADS=1 on shared machines.
 """
 
@@ -25,6 +25,10 @@ import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA:CPU calls LAPACK (OpenBLAS) inside batched kernels; OpenBLAS's own threads then fight XLA's
+# for the cores (measured: a batched make_problem at d=1000 took 30.6 s with default threads and
+# 0.21 s with one).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -40,19 +44,24 @@ from linprobe_theory.sweep import run_batch  # noqa: E402
 RTOL, ATOL = 1e-8, 1e-12
 
 
+_BUILDERS: dict = {}
+
+
 def build(spec, num_runs, seed=0):
-    """Problems, heads and reduced problems for runs 0…num_runs−1 (one jitted call per run)."""
+    """Problems, heads and reduced problems for runs 0…num_runs−1, built in one jit(vmap) call
+    (compiled once per spec; call once to warm up before timing)."""
+    if spec not in _BUILDERS:
 
-    @jax.jit
-    def one(key):
-        k_prob, k_head = jax.random.split(key)
-        problem = lt.make_problem(spec, key=k_prob)
-        return problem, lt.random_head(problem, key=k_head), red.ReducedProblem.from_problem(problem)
+        def one(key):
+            k_prob, k_head = jax.random.split(key)
+            problem = lt.make_problem(spec, key=k_prob)
+            return problem, lt.random_head(problem, key=k_head), red.ReducedProblem.from_problem(problem)
 
+        _BUILDERS[spec] = jax.jit(jax.vmap(one))
     base = jax.random.key(seed)
-    runs = [one(jax.random.fold_in(base, i)) for i in range(num_runs)]
-    jax.block_until_ready(runs)
-    return runs
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(num_runs))
+    problems, heads, rps = jax.block_until_ready(_BUILDERS[spec](keys))
+    return [jax.tree.map(lambda a, i=i: a[i], (problems, heads, rps)) for i in range(num_runs)]
 
 
 def toolkit_batched(runs, t_final, chunk_size):
@@ -141,7 +150,7 @@ def per_d(ds, k, m, n, num_runs, t_final, chunk_size):
     rows = []
     for d in ds:
         spec = lt.ProblemSpec(d=d, k=k, m=m, n=n, eps=0.1)
-        build(spec, 1)  # compile
+        build(spec, num_runs)  # compile
         t0 = time.perf_counter()
         runs = build(spec, num_runs)
         setup = time.perf_counter() - t0
