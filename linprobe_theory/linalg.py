@@ -7,12 +7,17 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 
-def random_orthonormal_columns(key: PRNGKeyArray, d: int, p: int) -> Float[Array, "d p"]:
+def random_orthonormal_columns(key: PRNGKeyArray, d: int, p: int, *, after=None) -> Float[Array, "d p"]:
     """A Haar-distributed `d × p` matrix with orthonormal columns (QR of a Gaussian, signs fixed).
 
-    Costs `O(d p²)`, so it never forms a `d × d` rotation.
+    Costs `O(d p²)`, so it never forms a `d × d` rotation. `after`: an array this QR must wait
+    for. Two independent batched QRs in one XLA:CPU program were seen to deadlock (jax 0.10.2,
+    vmap over ≥ 64 problems at d = 1000); a zero-valued data dependency orders them.
     """
-    q, r = jnp.linalg.qr(jax.random.normal(key, (d, p)))
+    g = jax.random.normal(key, (d, p))
+    if after is not None:
+        g = g + 0.0 * jnp.sum(after)
+    q, r = jnp.linalg.qr(g)
     # Multiplying by sign(diag r) makes the distribution exactly Haar.
     return q * jnp.where(jnp.diag(r) < 0, -1.0, 1.0)
 

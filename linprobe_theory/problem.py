@@ -244,11 +244,10 @@ def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray, **overrides) -> Proble
     theta = 2.0 * jnp.arcsin(jnp.asarray(p["eps"], float) / 2.0)
     cos_t, sin_t = jnp.cos(theta), jnp.sin(theta)
     if spec.coverage is None:
-        B_star = random_orthonormal_columns(k_star, d, k).T
-        # Directions orthogonal to rowspace(B⋆): project a Gaussian off it and orthonormalise.
-        g = jax.random.normal(k_perp, (d, k))
-        g = g - B_star.T @ (B_star @ g)
-        U_perp = jnp.linalg.qr(g)[0].T if 2 * k <= d else jnp.zeros((k, d))
+        # One Haar frame gives B⋆ and directions orthogonal to its row space together.
+        star_frame = random_orthonormal_columns(k_star, d, min(2 * k, d), after=Q_S)
+        B_star = star_frame[:, :k].T
+        U_perp = jnp.zeros((k, d)).at[: star_frame.shape[1] - k].set(star_frame[:, k:].T)
         B0 = cos_t * B_star + sin_t * U_perp
     else:
         c = jnp.asarray(p["coverage"], float)
