@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._validation import check_finite, check_real_range, is_concrete
+from ._validation import check_finite, check_orthonormal_rows, check_real_range, is_concrete
 
 
 class OODCovariance(eqx.Module):
@@ -59,6 +59,7 @@ class OODCovariance(eqx.Module):
                 f"eigenvalues must have shape ({basis.shape[1]},) to match basis "
                 f"{basis.shape}, got {eigenvalues.shape}"
             )
+        check_orthonormal_rows("basis^T", basis.T)
         out = cls(jnp.asarray(floor, float), basis, eigenvalues - floor)
         out.validate()
         return out

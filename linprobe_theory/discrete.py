@@ -86,7 +86,9 @@ def train_discrete(
             raise ValueError("batch_size needs a key for sampling minibatches")
     traj = _train(problem, v0, optimizer, num_steps, method, save_every, batch_size, key)
     if check and not isinstance(traj.status, jax.core.Tracer) and traj.status.ndim == 0 and not bool(traj.ok):
-        raise SolveError(f"{method.upper()} training diverged at step {int(traj.diverged_at)} (non-finite state)")
+        raise SolveError(
+            f"{method.upper()} training diverged at step {int(traj.diverged_at)} (non-finite state)"
+        )
     return traj
 
 

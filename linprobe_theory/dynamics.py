@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from . import reduced as red
-from ._validation import check_real_range, is_concrete
+from ._validation import check_int_range, check_real_range, is_concrete
 from .problem import Problem, validate_head
 
 COORDINATES = ("reduced", "full")
@@ -185,8 +185,9 @@ def _lp_field_reduced(t, v, rp):
 # --- public entry points -----------------------------------------------------------------------
 
 
-def _prepare(problem: Problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates):
+def _prepare(problem: Problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps):
     v0 = validate_head(problem, v0)
+    check_int_range("max_steps", max_steps, 1)
     if coordinates not in COORDINATES:
         raise ValueError(f"coordinates={coordinates!r} must be one of {COORDINATES}")
     if is_concrete(t_final):
@@ -300,7 +301,9 @@ def fine_tune(
         check: raise `SolveError` when a concrete run diverged or failed; under `jit`/`vmap`
             the status is returned in `Trajectory.status` instead.
     """
-    v0, t_final, save_at = _prepare(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates)
+    v0, t_final, save_at = _prepare(
+        problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps
+    )
     solver = diffrax.Tsit5() if solver is None else solver
     traj = _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver)
     return _raise_if_failed(traj, "FT") if check else traj
@@ -327,7 +330,9 @@ def linear_probe(
     A convex problem whose limit is `linear_probe_solution(problem, v0)`. Arguments as in
     `fine_tune`; `Trajectory.B` repeats `B0`.
     """
-    v0, t_final, save_at = _prepare(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates)
+    v0, t_final, save_at = _prepare(
+        problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps
+    )
     solver = diffrax.Tsit5() if solver is None else solver
     traj = _linear_probe(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver)
     return _raise_if_failed(traj, "LP") if check else traj

@@ -35,9 +35,15 @@ def head_with_alignment(problem: Problem, phi, *, key=None, orthogonal_norm=0.0)
     """
     if is_concrete(phi):
         check_real_range("phi", phi, 0.0)
+    if is_concrete(orthogonal_norm):
+        check_real_range("orthogonal_norm", orthogonal_norm, 0.0)
+        if key is None and float(orthogonal_norm) != 0.0:
+            raise ValueError(f"orthogonal_norm={orthogonal_norm} needs a key to draw the orthogonal part")
     vs = aligned_v_star(problem)
     s = jnp.dot(vs, vs)  # ‖v⋆‖²
-    inner_sq = jnp.where(phi**2 <= s**2, s**2 - phi**2, s**2 + phi**2)  # (v0ᵀ v⋆)²
+    # A relative slack keeps φ = ‖v⋆‖² (computed by the caller) on the v0 = 0 branch.
+    under = phi**2 <= s**2 * (1 + 1e-12)
+    inner_sq = jnp.where(under, jnp.maximum(s**2 - phi**2, 0.0), s**2 + phi**2)  # (v0ᵀ v⋆)²
     v0 = jnp.sqrt(inner_sq) / s * vs
     if key is not None:
         g = jax.random.normal(key, (problem.k,))

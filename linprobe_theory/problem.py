@@ -156,6 +156,8 @@ class Problem(eqx.Module):
         check_shape("v_star", v_star, (k,))
         for name, a in (("X", X), ("y", y), ("B_star", B_star), ("v_star", v_star), ("B0", B0)):
             check_finite(name, a)
+        if rank_rtol is not None:
+            check_real_range("rank_rtol", rank_rtol, 0.0, 1.0, low_open=True)
         m = numerical_rank(X, rank_rtol)
         check_dimensions(d, k, m)
         Q_S = column_space_basis(X, m)

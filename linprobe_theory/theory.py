@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._validation import check_orthonormal_rows, check_real_range, is_concrete
+from ._validation import check_orthonormal_rows, check_real_range, check_shape, is_concrete
 from .linalg import polar_factor, principal_cosines
 from .problem import Problem, validate_head
 
@@ -28,6 +28,7 @@ def feature_error(B0: Float[Array, "k d"], B_star: Float[Array, "k d"]) -> Float
     at the polar-factor minimiser, which stays accurate for tiny errors where
     `√(2 − 2cos θ)` would cancel.
     """
+    check_shape("B_star", B_star, tuple(jnp.shape(B0)))
     check_orthonormal_rows("B0", B0)
     check_orthonormal_rows("B_star", B_star)
     U = aligning_rotation(B0, B_star)
@@ -51,12 +52,14 @@ def cos_theta_max(E: Float[Array, "d r"], F: Float[Array, "d t"]) -> Float[Array
 def coverage_cosine(problem: Problem) -> Float[Array, ""]:
     """`cos θ_max(R0, S⊥)`, `R0 = rowspace(B0)`, without forming a basis of S⊥.
 
-    For orthonormal rows, `B0 P_{S⊥} B0ᵀ = I − (B0 Q_S)(B0 Q_S)ᵀ`, so the smallest singular value
-    of B0 restricted to S⊥ is `√(1 − σ_max(B0 Q_S)²)`.
+    For orthonormal rows it is the smallest singular value of `B0 P_{S⊥} = B0 − (B0 Q_S) Q_Sᵀ`
+    (`O(k d m)`).
     """
     check_orthonormal_rows("B0", problem.B0)
-    s_max = jnp.linalg.norm(problem.B0 @ problem.Q_S, ord=2)
-    return jnp.sqrt(jnp.clip(1.0 - s_max**2, 0.0, 1.0))
+    # σ_min of B0 P_{S⊥} directly: `√(1 − σ_max(B0 Q_S)²)` would cancel as the cosine → 0.
+    B0 = problem.B0
+    perp = B0 - (B0 @ problem.Q_S) @ problem.Q_S.T
+    return jnp.linalg.svd(perp, compute_uv=False)[-1]
 
 
 def aligned_v_star(problem: Problem) -> Float[Array, " k"]:

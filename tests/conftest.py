@@ -1,5 +1,9 @@
 """Test configuration: float64 everywhere (theory checks need it) and a reproducible, modest
-hypothesis profile (JAX compiles once per shape, so examples are drawn from few shapes)."""
+hypothesis profile (JAX compiles once per shape, so examples are drawn from few shapes).
+
+Profiles: `ci` (default; derandomized, so CI runs the same examples every time) and `thorough`
+(`HYPOTHESIS_PROFILE=thorough`, random and 100 examples per test, for local bug hunting).
+"""
 
 import os
 
@@ -13,7 +17,7 @@ jax.config.update("jax_enable_x64", True)
 settings.register_profile(
     "ci",
     deadline=None,
-    max_examples=12,
+    max_examples=15,
     derandomize=True,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -22,6 +26,7 @@ settings.register_profile(
     "thorough",
     deadline=None,
     max_examples=100,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -15,8 +15,21 @@ EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 COLUMNS = {
     "sweep_alignment": [
-        "eps", "seed", "head", "phi", "coverage", "ft_ood_final", "ft_ood_min", "ft_bound", "lp_ood",
-        "lpft_ood_final", "ft_id_final", "lp_id", "lpft_id_final", "ft_orthogonal_drift", "tightness",
+        "eps",
+        "seed",
+        "head",
+        "phi",
+        "coverage",
+        "ft_ood_final",
+        "ft_ood_min",
+        "ft_bound",
+        "lp_ood",
+        "lpft_ood_final",
+        "ft_id_final",
+        "lp_id",
+        "lpft_id_final",
+        "ft_orthogonal_drift",
+        "tightness",
         "bound_violation",
     ],
     "sweep_epsilon": ["eps", "seed", "lp_ood", "ft_ood_min", "lp_over_ft", "lp_bound"],
@@ -69,7 +82,10 @@ def test_plot_only_without_a_table_fails_clearly(tmp_path):
 
 def test_cli_overrides_reach_the_config(tmp_path):
     study = load_study("sweep_epsilon")
-    assert study.main(["--quick", "--out", str(tmp_path), "--no-progress", "--num-eps", "3", "--seeds", "1"]) == 0
+    assert (
+        study.main(["--quick", "--out", str(tmp_path), "--no-progress", "--num-eps", "3", "--seeds", "1"])
+        == 0
+    )
     sidecar = json.loads((tmp_path / "sweep_epsilon.json").read_text())
     assert sidecar["config"]["num_eps"] == 3 and sidecar["config"]["seeds"] == 1
     assert len(read_csv(tmp_path / "sweep_epsilon.csv")["eps"]) == 3
