@@ -8,6 +8,9 @@ Profiles: `ci` (default; derandomized, so CI runs the same examples every time) 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA:CPU calls OpenBLAS inside batched kernels; its extra threads oversubscribe the cores
+# (see benchmarks/RESULTS.md: 30.6 s vs 0.21 s for one batched problem build at d = 1000).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
