@@ -7,10 +7,12 @@ from .diagnostics import feature_distortion as feature_distortion
 from .diagnostics import orthogonal_drift as orthogonal_drift
 from .discrete import DiscreteTrajectory as DiscreteTrajectory
 from .discrete import train_discrete as train_discrete
+from .dynamics import FlowSolution as FlowSolution
 from .dynamics import SolveError as SolveError
 from .dynamics import SolveStatus as SolveStatus
 from .dynamics import Trajectory as Trajectory
 from .dynamics import fine_tune as fine_tune
+from .dynamics import fine_tune_reduced as fine_tune_reduced
 from .dynamics import linear_probe as linear_probe
 from .dynamics import linear_probe_solution as linear_probe_solution
 from .dynamics import lp_ft as lp_ft
@@ -24,6 +26,7 @@ from .problem import Problem as Problem
 from .problem import ProblemSpec as ProblemSpec
 from .problem import make_problem as make_problem
 from .reduced import ReducedProblem as ReducedProblem
+from .solver import FusedTsit5 as FusedTsit5
 from .theory import aligned_v_star as aligned_v_star
 from .theory import cos_theta_max as cos_theta_max
 from .theory import coverage_cosine as coverage_cosine

@@ -16,6 +16,7 @@ from . import reduced as red
 from .diagnostics import orthogonal_drift
 from .dynamics import _ft_field_full, _ft_field_reduced, integrate_gradient_flow
 from .problem import Problem
+from .solver import FusedTsit5
 from .theory import (
     coverage_cosine,
     feature_error,
@@ -72,7 +73,7 @@ def compare_methods(
       `ft_orthogonal_drift` (max over saves of `‖(B − B0) P_{S⊥}‖_F`) and `ft_full_vs_reduced`
       (max |OOD loss difference|) are added.
     """
-    solver = diffrax.Tsit5() if solver is None else solver
+    solver = FusedTsit5() if solver is None else solver
     rp = red.ReducedProblem.from_problem(problem)
     ts = log_time_grid(t_final, num_saves)
     opts = dict(

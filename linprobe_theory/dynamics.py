@@ -9,7 +9,7 @@ On the training loss `L̂(v, B) = ‖X Bᵀ v − y‖²` with residual `r = X B
 Each is an ODE solved with an adaptive embedded Runge–Kutta method under a PID step-size
 controller (`rtol`, `atol`). A solve ends at `t_final`, or earlier when the gradient norm drops
 below `grad_tol` (steady state); saved times after that carry the final state.
-`coordinates="reduced"` (default) integrates the exact `O(k m²)`-per-step flow of
+`coordinates="reduced"` (default) integrates the exact `O(k m)`-per-evaluation flow of
 `reduced.py`; `coordinates="full"` integrates `(v, B)` in `R^k × R^{k×d}` as written above and
 is the reference.
 """
@@ -25,8 +25,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from . import reduced as red
-from ._validation import check_int_range, check_real_range, is_concrete
+from ._validation import check_finite, check_int_range, check_real_range, check_shape, is_concrete
+from .linalg import pinv
 from .problem import Problem, validate_head
+from .solver import FusedTsit5
 
 COORDINATES = ("reduced", "full")
 
@@ -76,11 +78,25 @@ class Trajectory(eqx.Module):
         return self.status == SolveStatus.STEADY_STATE
 
 
-class _Solution(eqx.Module):
+class FlowSolution(eqx.Module):
+    """What one gradient-flow solve saved, whatever its coordinates.
+
+    Attributes:
+        ys: the saved values, one per saved time (the state, or what `save_fn`/`observe` made of it).
+        status: a `SolveStatus` code.
+        num_steps: accepted + rejected solver steps.
+        t_stop: the time the solve ended.
+    """
+
     ys: object
     status: Int[Array, ""]
     num_steps: Int[Array, ""]
     t_stop: Float[Array, ""]
+
+    @property
+    def ok(self):
+        """True where the solve completed or reached steady state."""
+        return self.status <= SolveStatus.STEADY_STATE
 
 
 def _status_code(result, final_state) -> Int[Array, ""]:
@@ -110,9 +126,12 @@ def integrate_gradient_flow(
     max_steps: int,
     solver: diffrax.AbstractSolver,
     save_fn: Callable | None = None,
-) -> _Solution:
+) -> FlowSolution:
     """Integrate `∂t y = field(t, y, args)` on `[0, t_final]`, saving `save_fn(y)` at `save_at`.
 
+    `save_at=None` saves the two ends, `[y(0), y(t_stop)]`, without dense output: diffrax's
+    saving at given times costs as much per step as the reduced flow itself (measured 5.6 vs
+    11–13 µs per run-step under `vmap`), so sweeps that need only end points skip it.
     Pure and traceable (no checks that raise); `field` returns minus the gradient, so the
     steady-state event compares its norm with `grad_tol`.
     """
@@ -124,9 +143,12 @@ def integrate_gradient_flow(
         g = field(t, y, args)
         return jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(g))) < grad_tol
 
-    saveat = diffrax.SaveAt(
-        subs=[diffrax.SubSaveAt(ts=save_at, fn=save), diffrax.SubSaveAt(t1=True, fn=save)]
-    )
+    if save_at is None:
+        saveat = diffrax.SaveAt(t0=True, t1=True, fn=save)
+    else:
+        saveat = diffrax.SaveAt(
+            subs=[diffrax.SubSaveAt(ts=save_at, fn=save), diffrax.SubSaveAt(t1=True, fn=save)]
+        )
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
         solver,
@@ -141,6 +163,9 @@ def integrate_gradient_flow(
         max_steps=max_steps,
         throw=False,
     )
+    if save_at is None:
+        status = _status_code(sol.result, jax.tree.map(lambda y: y[-1], sol.ys))
+        return FlowSolution(ys=sol.ys, status=status, num_steps=sol.stats["num_steps"], t_stop=sol.ts[-1])
     ts_saved, t_end = sol.ts
     ys_saved, y_end = sol.ys
     # After an early stop diffrax fills the remaining saves with inf; the state is stationary
@@ -153,7 +178,7 @@ def integrate_gradient_flow(
 
     ys = jax.tree.map(fill, ys_saved, y_end)
     status = _status_code(sol.result, jax.tree.map(lambda y: y[0], y_end))
-    return _Solution(ys=ys, status=status, num_steps=sol.stats["num_steps"], t_stop=t_end[0])
+    return FlowSolution(ys=ys, status=status, num_steps=sol.stats["num_steps"], t_stop=t_end[0])
 
 
 # --- vector fields (minus the gradient) --------------------------------------------------------
@@ -187,9 +212,13 @@ def _lp_field_reduced(t, v, rp):
 
 def _prepare(problem: Problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps):
     v0 = validate_head(problem, v0)
-    check_int_range("max_steps", max_steps, 1)
     if coordinates not in COORDINATES:
         raise ValueError(f"coordinates={coordinates!r} must be one of {COORDINATES}")
+    return (v0, *_prepare_times(t_final, save_at, rtol, atol, grad_tol, max_steps))
+
+
+def _prepare_times(t_final, save_at, rtol, atol, grad_tol, max_steps):
+    check_int_range("max_steps", max_steps, 1)
     if is_concrete(t_final):
         check_real_range("t_final", t_final, 0.0, low_open=True)
     check_real_range("rtol", rtol, 0.0, low_open=True)
@@ -197,7 +226,9 @@ def _prepare(problem: Problem, v0, t_final, save_at, rtol, atol, grad_tol, coord
     if grad_tol is not None:
         check_real_range("grad_tol", grad_tol, 0.0, low_open=True)
     t_final = jnp.asarray(t_final, float)
-    save_at = jnp.stack([0.0 * t_final, t_final]) if save_at is None else jnp.asarray(save_at, float)
+    if save_at is None:
+        return t_final, None
+    save_at = jnp.asarray(save_at, float)
     if save_at.ndim != 1 or save_at.shape[0] < 1:
         raise ValueError(f"save_at must be a non-empty 1-D array of times, got shape {save_at.shape}")
     if is_concrete(save_at, t_final):
@@ -207,7 +238,13 @@ def _prepare(problem: Problem, v0, t_final, save_at, rtol, atol, grad_tol, coord
                 f"save_at must be strictly increasing times in [0, t_final={float(t_final):g}], "
                 f"got range [{float(save_at[0]):g}, {float(save_at[-1]):g}]"
             )
-    return v0, t_final, jnp.minimum(save_at, t_final)
+    return t_final, jnp.minimum(save_at, t_final)
+
+
+def _saved_times(save_at, t_final):
+    """The times a `Trajectory` reports: `save_at`, or `[0, t_final]` for the end points (the
+    last save holds the state at `t_stop`, the end of the solve, as after any early stop)."""
+    return jnp.stack([0.0 * t_final, t_final]) if save_at is None else save_at
 
 
 def _raise_if_failed(traj: Trajectory, method: str) -> Trajectory:
@@ -224,9 +261,8 @@ def _raise_if_failed(traj: Trajectory, method: str) -> Trajectory:
     return traj
 
 
-@eqx.filter_jit
-def _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver):
-    opts = dict(
+def _options(t_final, save_at, rtol, atol, grad_tol, max_steps, solver):
+    return dict(
         t_final=t_final,
         save_at=save_at,
         rtol=rtol,
@@ -235,6 +271,11 @@ def _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates,
         max_steps=max_steps,
         solver=solver,
     )
+
+
+@eqx.filter_jit
+def _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver):
+    opts = _options(t_final, save_at, rtol, atol, grad_tol, max_steps, solver)
     if coordinates == "full":
         sol = integrate_gradient_flow(_ft_field_full, (v0, problem.B0), (problem.X, problem.y), **opts)
         v, B = sol.ys
@@ -243,28 +284,21 @@ def _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates,
         sol = integrate_gradient_flow(_ft_field_reduced, (v0, rp.Z0), rp, **opts)
         v, Z = sol.ys
         B = rp.features(problem, Z)
-    return Trajectory(save_at, v, B, sol.status, sol.num_steps, sol.t_stop)
+    return Trajectory(_saved_times(save_at, t_final), v, B, sol.status, sol.num_steps, sol.t_stop)
 
 
 @eqx.filter_jit
 def _linear_probe(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver):
-    opts = dict(
-        t_final=t_final,
-        save_at=save_at,
-        rtol=rtol,
-        atol=atol,
-        grad_tol=grad_tol,
-        max_steps=max_steps,
-        solver=solver,
-    )
+    opts = _options(t_final, save_at, rtol, atol, grad_tol, max_steps, solver)
     if coordinates == "full":
         args = (problem.X, problem.y, problem.B0)
         sol = integrate_gradient_flow(_lp_field_full, v0, args, **opts)
     else:
         rp = red.ReducedProblem.from_problem(problem)
         sol = integrate_gradient_flow(_lp_field_reduced, v0, rp, **opts)
-    B = jnp.broadcast_to(problem.B0, (save_at.shape[0],) + problem.B0.shape)
-    return Trajectory(save_at, sol.ys, B, sol.status, sol.num_steps, sol.t_stop)
+    times = _saved_times(save_at, t_final)
+    B = jnp.broadcast_to(problem.B0, (times.shape[0],) + problem.B0.shape)
+    return Trajectory(times, sol.ys, B, sol.status, sol.num_steps, sol.t_stop)
 
 
 def fine_tune(
@@ -295,16 +329,17 @@ def fine_tune(
         grad_tol: stop early once `‖∇L̂‖ < grad_tol` (steady state); `None` never stops early.
             Once converged, an explicit solver sits at its stability limit and the gradient norm
             jitters at ~1e-9 (rtol 1e-8, unit-scale data), so much smaller values never trigger.
-        coordinates: `"reduced"` (exact, `O(k m²)` per step) or `"full"` (reference).
+        coordinates: `"reduced"` (exact, `O(k m)` per evaluation) or `"full"` (reference).
         max_steps: solver step budget.
-        solver: a diffrax solver (default `Tsit5()`).
+        solver: a diffrax solver (default `FusedTsit5()`, diffrax's Tsit5 with its stages
+            unrolled; `diffrax.Tsit5()` takes the same steps, more slowly).
         check: raise `SolveError` when a concrete run diverged or failed; under `jit`/`vmap`
             the status is returned in `Trajectory.status` instead.
     """
     v0, t_final, save_at = _prepare(
         problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps
     )
-    solver = diffrax.Tsit5() if solver is None else solver
+    solver = FusedTsit5() if solver is None else solver
     traj = _fine_tune(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver)
     return _raise_if_failed(traj, "FT") if check else traj
 
@@ -333,9 +368,52 @@ def linear_probe(
     v0, t_final, save_at = _prepare(
         problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps
     )
-    solver = diffrax.Tsit5() if solver is None else solver
+    solver = FusedTsit5() if solver is None else solver
     traj = _linear_probe(problem, v0, t_final, save_at, rtol, atol, grad_tol, coordinates, max_steps, solver)
     return _raise_if_failed(traj, "LP") if check else traj
+
+
+def fine_tune_reduced(
+    rp: red.ReducedProblem,
+    v0,
+    *,
+    t_final,
+    save_at=None,
+    observe: Callable | None = None,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    grad_tol: float | None = 1e-7,
+    max_steps: int = 100_000,
+    solver: diffrax.AbstractSolver | None = None,
+) -> FlowSolution:
+    """Fine-tuning in reduced coordinates alone: the flow of `fine_tune` written in `(v, Z)`,
+    from `(v0, Z0)`, touching no `d`-sized array.
+
+    $$\\partial_t v = -2 Z g, \\quad \\partial_t Z = -2 v g^\\top,
+      \\quad g = \\mathrm{diag}(\\lambda) Z^\\top v - b.$$
+
+    Reduce a problem once (`ReducedProblem.from_problem`, `O(d)`), then solve it from many
+    heads, or sweep many reduced problems with `sweep.run_batch`. `observe(v, Z)` is saved at
+    `save_at` (default: the state `(v, Z)`; e.g. `reduced.ood_loss` to save losses only);
+    without `save_at` only the two ends are saved (`ys[0]` at 0, `ys[-1]` where the solve
+    stopped), which skips dense output and halves the cost per step of a batched sweep.
+    `B(t) = rp.features(problem, Z(t))` when features are wanted. Other arguments as in
+    `fine_tune`. Never raises on a failed solve: read `FlowSolution.status`.
+    """
+    v0 = jnp.asarray(v0, float)
+    check_shape("v0", v0, (rp.Z0.shape[-2],))
+    if is_concrete(v0):
+        check_finite("v0", v0)
+    t_final, save_at = _prepare_times(t_final, save_at, rtol, atol, grad_tol, max_steps)
+    solver = FusedTsit5() if solver is None else solver
+    return _fine_tune_reduced(rp, v0, t_final, save_at, observe, rtol, atol, grad_tol, max_steps, solver)
+
+
+@eqx.filter_jit
+def _fine_tune_reduced(rp, v0, t_final, save_at, observe, rtol, atol, grad_tol, max_steps, solver):
+    save_fn = None if observe is None else (lambda y: observe(*y))
+    opts = _options(t_final, save_at, rtol, atol, grad_tol, max_steps, solver)
+    return integrate_gradient_flow(_ft_field_reduced, (v0, rp.Z0), rp, save_fn=save_fn, **opts)
 
 
 def linear_probe_solution(problem: Problem, v0=None) -> Float[Array, " k"]:
@@ -345,7 +423,7 @@ def linear_probe_solution(problem: Problem, v0=None) -> Float[Array, " k"]:
     """
     v0 = jnp.zeros((problem.k,)) if v0 is None else validate_head(problem, v0)
     A = problem.X @ problem.B0.T
-    A_pinv = jnp.linalg.pinv(A)
+    A_pinv = pinv(A)
     return A_pinv @ problem.y + v0 - A_pinv @ (A @ v0)
 
 

@@ -1,4 +1,15 @@
-"""Small dense linear-algebra helpers: orthonormal bases, polar factors, principal angles."""
+"""Small dense linear-algebra helpers: orthonormal bases, polar factors, principal angles.
+
+Every LAPACK-backed decomposition in the library goes through the wrappers below, which run one
+matrix at a time under `vmap`. Why: jaxlib 0.10.2's CPU LAPACK kernels split a batch over XLA's
+intra-op thread pool and block until the pieces finish, so two large batched decompositions that
+XLA runs concurrently can occupy every pool thread and wait on each other forever. We saw it hang
+`vmap(make_problem)` + `ReducedProblem.from_problem` (a QR beside an SVD) at d = 100–1000 on 2
+cores; native stacks show both pool threads in `jax::ParallelBatchMap` → `BlockingCounter::Wait`.
+Later jaxlib builds drop that parallel path. Unbatched calls run inline, so sequencing the batch
+(`jax.custom_batching.sequential_vmap`) removes the hang at the cost of LAPACK's batch
+parallelism, which only the O(d) set-up (never the flows) uses.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +17,51 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+_one_at_a_time = jax.custom_batching.sequential_vmap
 
-def random_orthonormal_columns(key: PRNGKeyArray, d: int, p: int, *, after=None) -> Float[Array, "d p"]:
+
+@_one_at_a_time
+def singular_values(a: Float[Array, "r c"]) -> Float[Array, " s"]:
+    """Singular values of `a`, largest first."""
+    return jnp.linalg.svd(a, compute_uv=False)
+
+
+@_one_at_a_time
+def thin_svd(a: Float[Array, "r c"]):
+    """`(U, s, Vᵀ)` with `a = U diag(s) Vᵀ`, `s` largest first, thin factors."""
+    return jnp.linalg.svd(a, full_matrices=False)
+
+
+@_one_at_a_time
+def thin_qr(a: Float[Array, "r c"]):
+    """`(Q, R)` with `a = Q R`, `Q` with orthonormal columns (thin, `r ≥ c`)."""
+    return jnp.linalg.qr(a)
+
+
+@_one_at_a_time
+def pinv(a: Float[Array, "r c"]) -> Float[Array, "c r"]:
+    """Moore–Penrose pseudo-inverse (numpy's default cut-off for small singular values)."""
+    return jnp.linalg.pinv(a)
+
+
+@_one_at_a_time
+def pinv_hermitian(a: Float[Array, "r r"]) -> Float[Array, "r r"]:
+    """Pseudo-inverse of a symmetric matrix, via its eigendecomposition."""
+    return jnp.linalg.pinv(a, hermitian=True)
+
+
+def spectral_norm(a: Float[Array, "r c"]) -> Float[Array, ""]:
+    """`‖a‖₂ = σ_max(a)`."""
+    return singular_values(a)[0]
+
+
+def random_orthonormal_columns(key: PRNGKeyArray, d: int, p: int) -> Float[Array, "d p"]:
     """A Haar-distributed `d × p` matrix with orthonormal columns (QR of a Gaussian, signs fixed).
 
-    Costs `O(d p²)`, so it never forms a `d × d` rotation. `after`: an array this QR must wait
-    for. Two independent batched QRs in one XLA:CPU program were seen to deadlock (jax 0.10.2,
-    vmap over ≥ 64 problems at d = 1000); a zero-valued data dependency orders them.
+    Costs `O(d p²)`, so it never forms a `d × d` rotation.
     """
     g = jax.random.normal(key, (d, p))
-    if after is not None:
-        g = g + 0.0 * jnp.sum(after)
-    q, r = jnp.linalg.qr(g)
+    q, r = thin_qr(g)
     # Multiplying by sign(diag r) makes the distribution exactly Haar.
     return q * jnp.where(jnp.diag(r) < 0, -1.0, 1.0)
 
@@ -28,7 +72,7 @@ def polar_factor(M: Float[Array, "k k"]) -> Float[Array, "k k"]:
     It maximises `tr(Uᵀ M)` over orthogonal `U`; for `M = B0 B⋆ᵀ` it is the rotation that best
     aligns `B⋆` to `B0`.
     """
-    w, _, vt = jnp.linalg.svd(M)
+    w, _, vt = thin_svd(M)
     return w @ vt
 
 
@@ -37,12 +81,12 @@ def principal_cosines(E: Float[Array, "d r"], F: Float[Array, "d t"]) -> Float[A
 
     `E`, `F` have orthonormal columns and `r ≤ t`; the cosines are the singular values of `Eᵀ F`.
     """
-    return jnp.linalg.svd(E.T @ F, compute_uv=False)[: E.shape[1]]
+    return singular_values(E.T @ F)[: E.shape[1]]
 
 
 def column_space_basis(X: Float[Array, "n d"], rank: int) -> Float[Array, "d rank"]:
     """Orthonormal basis of the row space of `X` (its top-`rank` right singular vectors)."""
-    _, _, vt = jnp.linalg.svd(X, full_matrices=False)
+    _, _, vt = thin_svd(X)
     return vt[:rank].T
 
 
@@ -51,7 +95,7 @@ def numerical_rank(X, rtol: float | None = None) -> int:
 
     The default `rtol = max(n, d) · machine epsilon` is numpy's `matrix_rank` rule.
     """
-    s = jnp.linalg.svd(jnp.asarray(X), compute_uv=False)
+    s = singular_values(jnp.asarray(X))
     if rtol is None:
         rtol = max(X.shape) * jnp.finfo(s.dtype).eps
     return int(jnp.sum(s > rtol * s[0])) if s.size else 0

@@ -247,7 +247,7 @@ def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray, **overrides) -> Proble
     cos_t, sin_t = jnp.cos(theta), jnp.sin(theta)
     if spec.coverage is None:
         # One Haar frame gives B⋆ and directions orthogonal to its row space together.
-        star_frame = random_orthonormal_columns(k_star, d, min(2 * k, d), after=Q_S)
+        star_frame = random_orthonormal_columns(k_star, d, min(2 * k, d))
         B_star = star_frame[:, :k].T
         U_perp = jnp.zeros((k, d)).at[: star_frame.shape[1] - k].set(star_frame[:, k:].T)
         B0 = cos_t * B_star + sin_t * U_perp

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._validation import check_orthonormal_rows, check_real_range, check_shape, is_concrete
-from .linalg import polar_factor, principal_cosines
+from .linalg import polar_factor, principal_cosines, singular_values, spectral_norm
 from .problem import Problem, validate_head
 
 
@@ -32,7 +32,7 @@ def feature_error(B0: Float[Array, "k d"], B_star: Float[Array, "k d"]) -> Float
     check_orthonormal_rows("B0", B0)
     check_orthonormal_rows("B_star", B_star)
     U = aligning_rotation(B0, B_star)
-    return jnp.linalg.norm(B0 - U @ B_star, ord=2)
+    return spectral_norm(B0 - U @ B_star)
 
 
 def cos_theta_max(E: Float[Array, "d r"], F: Float[Array, "d t"]) -> Float[Array, ""]:
@@ -59,7 +59,7 @@ def coverage_cosine(problem: Problem) -> Float[Array, ""]:
     # σ_min of B0 P_{S⊥} directly: `√(1 − σ_max(B0 Q_S)²)` would cancel as the cosine → 0.
     B0 = problem.B0
     perp = B0 - (B0 @ problem.Q_S) @ problem.Q_S.T
-    return jnp.linalg.svd(perp, compute_uv=False)[-1]
+    return singular_values(perp)[-1]
 
 
 def aligned_v_star(problem: Problem) -> Float[Array, " k"]:
@@ -122,8 +122,8 @@ def lp_ood_upper_bound(problem: Problem, eps=None) -> Float[Array, ""]:
     check_orthonormal_rows("B0", problem.B0)
     check_orthonormal_rows("B_star", problem.B_star)
     eps = _eps_or_feature_error(problem, eps)
-    sx = jnp.linalg.svd(problem.X, compute_uv=False)
-    sa = jnp.linalg.svd(problem.X @ problem.B0.T, compute_uv=False)
+    sx = singular_values(problem.X)
+    sa = singular_values(problem.X @ problem.B0.T)
     sa_min = sa[problem.k - 1] if sa.shape[0] >= problem.k else jnp.asarray(0.0)
     rank_tol = max(problem.X.shape) * jnp.finfo(sx.dtype).eps * sx[0]
     ratio = jnp.where(sa_min > rank_tol, sx[0] / jnp.where(sa_min > 0, sa_min, 1.0), jnp.inf)

@@ -10,6 +10,7 @@ stated otherwise, so a test fails on a real error (≳ 1e-6 at the default rtol)
 integration noise. ("scale" is 1 + the largest state entry.)
 """
 
+import functools
 import itertools
 import math
 
@@ -40,7 +41,9 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 import linprobe_theory as lt
+from linprobe_theory import reduced
 from linprobe_theory.dynamics import SolveStatus
+from linprobe_theory.reduced import ood_loss as reduced_ood_loss
 
 C_INTEGRATION = 100  # global error ≤ C · rtol · scale (measured C ≤ 1.4)
 GRID = time_grid(T_FT)  # 0 and 40 log-spaced times in [1e-2, 100]
@@ -465,3 +468,69 @@ def test_linear_probe_keeps_features_frozen():
     problem = build((12, 2, 4, 8), seed=2, eps=0.1)
     traj = lt.linear_probe(problem, jnp.zeros(2), t_final=T_FT, save_at=GRID)
     np.testing.assert_array_equal(traj.B, np.broadcast_to(problem.B0, traj.B.shape))
+
+
+# --- fine_tune_reduced and end-point saving ------------------------------------------------------
+
+
+@settings(max_examples=8)
+@given(dims=dims, seed=seeds, eps=eps_values, kind=head_kinds)
+def test_fine_tune_reduced_is_fine_tune_in_reduced_coordinates(dims, seed, eps, kind):
+    """The same ODE, start and solver as `fine_tune`'s reduced path, compiled as another program:
+    round-off differs (~1e-16), the cancelling error estimate turns that into slightly different
+    step sizes, so the two agree to the integration tolerance (measured ≤ 3e-10 relative, after
+    convergence); and B(t) rebuilt from Z(t) equals the full-coordinate flow to that tolerance
+    too (as in test_reduced_and_full_coordinates_agree)."""
+    problem = build(dims, seed, eps)
+    v0 = make_head(problem, kind, seed)
+    rp = lt.ReducedProblem.from_problem(problem)
+    opts = dict(t_final=T_FT, save_at=GRID, rtol=RTOL_TIGHT, atol=ATOL, grad_tol=None)
+    sol = lt.fine_tune_reduced(rp, v0, **opts)
+    traj = lt.fine_tune(problem, v0, **opts)
+    v, Z = sol.ys
+    B = rp.features(problem, Z)
+    assert int(sol.status) == int(traj.status) and bool(sol.ok)
+    full = lt.fine_tune(problem, v0, coordinates="full", **opts)
+    tol = C_INTEGRATION * RTOL_TIGHT * _state_scale(full)
+    for other in (traj, full):
+        assert float(jnp.max(jnp.abs(v - other.v))) <= tol
+        assert float(jnp.max(jnp.abs(B - other.B))) <= tol
+    # observe: losses only, the same numbers as from the states.
+    losses = lt.fine_tune_reduced(rp, v0, observe=functools.partial(reduced_ood_loss, rp), **opts)
+    np.testing.assert_allclose(losses.ys, jax.vmap(lambda v, Z: reduced_ood_loss(rp, v, Z))(v, Z), rtol=1e-12)
+
+
+def test_end_point_saving_matches_saving_at_the_ends():
+    """Without `save_at` the solve keeps y(0) and y(t_stop) without dense output: the same steps
+    and, at the end, the same state as saving at [0, t_final] (diffrax interpolates a save time
+    that falls on a step end, so the two differ by round-off only)."""
+    problem = build((12, 2, 4, 8), seed=3, eps=0.1)
+    v0 = lt.random_head(problem, key=jax.random.key(3))
+    ends = lt.fine_tune(problem, v0, t_final=T_FT, grad_tol=None)
+    grid = lt.fine_tune(problem, v0, t_final=T_FT, save_at=jnp.array([0.0, T_FT]), grad_tol=None)
+    np.testing.assert_array_equal(ends.t, grid.t)
+    assert int(ends.num_steps) == int(grid.num_steps)
+    np.testing.assert_allclose(ends.v, grid.v, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(ends.B, grid.B, rtol=1e-13, atol=1e-14)
+    np.testing.assert_array_equal(ends.v[0], v0)
+    # With an early stop the last save is the state where the solve stopped.
+    rp = lt.ReducedProblem.from_problem(problem)
+    lpft = lt.fine_tune_reduced(rp, reduced.linear_probe_head(rp, v0), t_final=T_FT)
+    assert int(lpft.status) == SolveStatus.STEADY_STATE and float(lpft.t_stop) < T_FT
+    g = jnp.concatenate([x.ravel() for x in reduced.ft_gradients(rp, lpft.ys[0][-1], lpft.ys[1][-1])])
+    assert float(jnp.linalg.norm(g)) < 1e-7
+
+
+def test_fine_tune_reduced_validates_its_inputs():
+    problem = build((12, 2, 4, 8), seed=0, eps=0.1)
+    rp = lt.ReducedProblem.from_problem(problem)
+    with pytest.raises(ValueError, match=r"v0 must have shape \(2,\)"):
+        lt.fine_tune_reduced(rp, jnp.zeros(3), t_final=1.0)
+    with pytest.raises(ValueError, match="v0 contains 1 non-finite"):
+        lt.fine_tune_reduced(rp, jnp.array([0.0, jnp.nan]), t_final=1.0)
+    with pytest.raises(ValueError, match="t_final"):
+        lt.fine_tune_reduced(rp, jnp.zeros(2), t_final=-1.0)
+    with pytest.raises(ValueError, match="save_at"):
+        lt.fine_tune_reduced(rp, jnp.zeros(2), t_final=1.0, save_at=jnp.array([0.5, 0.2]))
+    short = lt.fine_tune_reduced(rp, jnp.ones(2), t_final=50.0, max_steps=5)
+    assert int(short.status) == SolveStatus.MAX_STEPS and not bool(short.ok)
