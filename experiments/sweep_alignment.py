@@ -23,7 +23,7 @@ from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import COLORS, new_figure, positive
 from linprobe_theory.studies import HEAD_KINDS, select_head
-from linprobe_theory.sweep import run_batch
+from linprobe_theory.sweep import run_batch, stiffness_estimates, stiffness_order
 
 ROUND_OFF = 1e-14  # OOD losses below this are zero up to float64 round-off
 
@@ -68,9 +68,12 @@ def compute(config: Config, store, progress):
     spec = lt.ProblemSpec(d=config.d, k=config.k, m=config.m, n=config.n, coverage=config.coverage)
     base = jax.random.key(config.seed)
 
-    def one_run(p, key):
+    def setup(p, key):
         problem = lt.make_problem(spec, key=jax.random.fold_in(base, p["seed"]), eps=p["eps"])
-        v0 = select_head(problem, p["head_kind"], jax.numpy.nan_to_num(p["phi_target"]), key=key)
+        return problem, select_head(problem, p["head_kind"], jax.numpy.nan_to_num(p["phi_target"]), key=key)
+
+    def one_run(p, key):
+        problem, v0 = setup(p, key)
         out = compare_methods(
             problem,
             v0,
@@ -88,7 +91,11 @@ def compute(config: Config, store, progress):
     params = grid(config)
     if progress is not None:
         progress.reset(total=len(params["eps"]))
-    out = run_batch(one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress)
+    # Runs of similar stiffness share a chunk (a vmapped chunk runs as long as its slowest run).
+    order = stiffness_order(stiffness_estimates(setup, params, key=base))
+    out = run_batch(
+        one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress, order=order
+    )
     table = {"run": np.arange(len(params["eps"])), **params, **out}
     table["head"] = np.array([HEAD_KINDS[i] for i in params["head_kind"]])
     bound = table["ft_bound"]

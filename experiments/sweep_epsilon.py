@@ -22,7 +22,7 @@ import linprobe_theory as lt
 from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import COLORS, median_band, new_figure, positive
-from linprobe_theory.sweep import run_batch
+from linprobe_theory.sweep import run_batch, stiffness_estimates, stiffness_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +57,13 @@ def compute(config: Config, store, progress):
     eps = np.geomspace(config.eps_min, config.eps_max, config.num_eps)
     params = {"eps": np.repeat(eps, config.seeds), "seed": np.tile(np.arange(config.seeds), len(eps))}
 
-    def one_run(p, key):
+    def setup(p, key):
         # The same problem (data, B⋆ frame) and head for every ε of a seed: only B0 moves.
         problem = lt.make_problem(spec, key=jax.random.fold_in(base, p["seed"]), eps=p["eps"])
-        v0 = lt.random_head(problem, key=jax.random.fold_in(base, 10_000 + p["seed"]))
+        return problem, lt.random_head(problem, key=jax.random.fold_in(base, 10_000 + p["seed"]))
+
+    def one_run(p, key):
+        problem, v0 = setup(p, key)
         out = compare_methods(problem, v0, t_final=config.t_final, grad_tol=config.grad_tol)
         keep = (
             "phi",
@@ -77,7 +80,10 @@ def compute(config: Config, store, progress):
 
     if progress is not None:
         progress.reset(total=len(params["eps"]))
-    out = run_batch(one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress)
+    order = stiffness_order(stiffness_estimates(setup, params, key=base))
+    out = run_batch(
+        one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress, order=order
+    )
     table = {"run": np.arange(len(params["eps"])), **params, **out}
     table["lp_over_ft"] = table["lp_ood"] / table["ft_ood_min"]
     return table

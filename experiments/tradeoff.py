@@ -23,7 +23,7 @@ import linprobe_theory as lt
 from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import new_figure
-from linprobe_theory.sweep import run_batch
+from linprobe_theory.sweep import run_batch, stiffness_estimates, stiffness_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,7 @@ def compute(config: Config, store, progress):
     eps, shift, seed = (np.array(c) for c in zip(*cells, strict=True))
     params = {"eps": eps, "shift": shift, "seed": seed}
 
-    def one_run(p, key):
+    def setup(p, key):
         problem = lt.make_problem(
             spec,
             key=jax.random.fold_in(base, p["seed"]),
@@ -65,7 +65,10 @@ def compute(config: Config, store, progress):
             ood_id_weight=2.0 * (1.0 - p["shift"]),
             ood_orth_weight=2.0 * p["shift"],
         )
-        v0 = lt.random_head(problem, key=jax.random.fold_in(base, 10_000 + p["seed"]))
+        return problem, lt.random_head(problem, key=jax.random.fold_in(base, 10_000 + p["seed"]))
+
+    def one_run(p, key):
+        problem, v0 = setup(p, key)
         out = compare_methods(problem, v0, t_final=config.t_final, grad_tol=config.grad_tol)
         keep = (
             "ft_ood_final",
@@ -81,7 +84,10 @@ def compute(config: Config, store, progress):
 
     if progress is not None:
         progress.reset(total=len(eps))
-    out = run_batch(one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress)
+    order = stiffness_order(stiffness_estimates(setup, params, key=base))
+    out = run_batch(
+        one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress, order=order
+    )
     table = {"run": np.arange(len(eps)), **params, **out}
     table["ood_ft_over_lp"] = table["ft_ood_final"] / table["lp_ood"]
     table["id_lp_minus_ft"] = table["lp_id"] - table["ft_id_final"]

@@ -15,7 +15,13 @@ from _sweep_worker import _Recorder, cheap_params, cheap_run
 
 import linprobe_theory as lt
 from linprobe_theory.comparison import compare_methods
-from linprobe_theory.sweep import chunk_plan, chunks_for_process, run_batch, stiffness_order
+from linprobe_theory.sweep import (
+    chunk_plan,
+    chunks_for_process,
+    run_batch,
+    stiffness_estimates,
+    stiffness_order,
+)
 
 WORKER = Path(__file__).with_name("_sweep_worker.py")
 KEY = jax.random.key(3)  # the worker's key
@@ -51,8 +57,10 @@ def test_chunk_plan_and_validation():
     assert [c.tolist() for c in plan] == [[6, 5, 4], [3, 2, 1], [0]]
     with pytest.raises(ValueError, match="permutation"):
         chunk_plan(3, 2, order=[0, 0, 1])
-    with pytest.raises(ValueError, match="1-D"):
-        run_batch(cheap_run, {"eps": np.zeros((2, 2))}, key=KEY)
+    with pytest.raises(ValueError, match="leading run axis"):
+        run_batch(cheap_run, {"eps": np.zeros(3), "seed": np.zeros((2, 4))}, key=KEY)
+    with pytest.raises(ValueError, match="leading run axis"):
+        run_batch(cheap_run, {"eps": np.float64(0.1)}, key=KEY)
     with pytest.raises(ValueError, match="chunk_size"):
         run_batch(cheap_run, cheap_params(), key=KEY, chunk_size=0)
 
@@ -161,3 +169,71 @@ def test_compare_methods_reduced_matches_full_coordinates():
         assert int(out["ft_status"]) <= 1
         assert float(out["ft_full_vs_reduced"]) <= 100 * 1e-8
         assert float(out["ft_orthogonal_drift"]) <= 1e-10
+
+
+@pytest.mark.parametrize("as_jax", [False, True])
+def test_array_params_per_run_are_gathered_chunk_by_chunk(as_jax):
+    """Per-run parameters with trailing axes (here a reduced problem's fields), as numpy or as
+    device arrays: run i sees row i, whatever the chunking and order."""
+    spec = lt.ProblemSpec(d=20, k=3, m=6, n=9, eps=0.2)
+    problems = jax.vmap(lambda i: lt.make_problem(spec, key=jax.random.fold_in(KEY, i)))(np.arange(7))
+    rps = jax.vmap(lt.ReducedProblem.from_problem)(problems)
+    columns = {"Z0": rps.Z0, "curvature": rps.curvature}
+    if not as_jax:
+        columns = {name: np.asarray(col) for name, col in columns.items()}
+
+    def run(p, key):
+        return {"z_sum": p["Z0"].sum(), "lam_max": p["curvature"].max()}
+
+    out = run_batch(run, columns, key=KEY, chunk_size=3, order=stiffness_order(-np.arange(7)))
+    np.testing.assert_allclose(out["z_sum"], np.asarray(rps.Z0).sum(axis=(1, 2)), rtol=1e-14)
+    np.testing.assert_array_equal(out["lam_max"], np.asarray(rps.curvature).max(axis=1))
+
+
+def test_stiffness_estimates_use_each_runs_own_problem_and_head():
+    spec = lt.ProblemSpec(d=20, k=3, m=6, n=9, eps=0.2)
+
+    def setup(p, key):
+        problem = lt.make_problem(spec, key=key, eps=p["eps"])
+        return problem, lt.random_head(problem, key=jax.random.fold_in(key, 1))
+
+    params = {"eps": np.linspace(0.0, 0.4, 5)}
+    estimates = stiffness_estimates(setup, params, key=KEY, chunk_size=2)
+    for i in range(5):
+        problem, v0 = setup({"eps": params["eps"][i]}, jax.random.fold_in(KEY, i))
+        rp = lt.ReducedProblem.from_problem(problem)
+        expected = 2 * float(rp.curvature.max()) * (float(v0 @ v0) + float(np.linalg.norm(rp.Z0, 2)) ** 2)
+        np.testing.assert_allclose(estimates[i], expected, rtol=1e-12)
+
+
+HANG_SCRIPT = """
+import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+import linprobe_theory as lt
+spec = lt.ProblemSpec(d=100, k=10, m=50, n=100, eps=0.1)
+
+def one(i):
+    k_prob, k_head = jax.random.split(jax.random.fold_in(jax.random.key(0), i))
+    problem = lt.make_problem(spec, key=k_prob)
+    rp = lt.ReducedProblem.from_problem(problem)
+    v0 = lt.random_head(problem, key=k_head)
+    return lt.reduced.linear_probe_head(rp, v0).sum() + rp.stiffness(v0)
+
+run = jax.jit(jax.vmap(one))
+for rep in range(8):
+    jax.block_until_ready(run(jnp.arange(32) + 32 * rep))
+print("done")
+"""
+
+
+def test_batched_decompositions_do_not_hang():
+    """A vmapped program with several decompositions side by side (QRs in make_problem, SVDs in
+    from_problem and stiffness, an eigh in linear_probe_head). With jaxlib 0.10.2's batched
+    LAPACK kernels it hung (both pool threads blocked in ParallelBatchMap) in the first chunk
+    on 2 cores each time we tried it with `jnp.linalg` in place of the library's one-at-a-time
+    wrappers; with them it takes seconds. A hang fails here, by timeout."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
+    res = subprocess.run(
+        [sys.executable, "-c", HANG_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0 and "done" in res.stdout, res.stderr[-2000:]
