@@ -332,7 +332,7 @@ def fine_tune(
         coordinates: `"reduced"` (exact, `O(k m)` per evaluation) or `"full"` (reference).
         max_steps: solver step budget.
         solver: a diffrax solver (default `FusedTsit5()`, diffrax's Tsit5 with its stages
-            unrolled; `diffrax.Tsit5()` takes the same steps, more slowly).
+            unrolled; `diffrax.Tsit5()` is the same method, slower per step).
         check: raise `SolveError` when a concrete run diverged or failed; under `jit`/`vmap`
             the status is returned in `Trajectory.status` instead.
     """
