@@ -6,11 +6,8 @@ recover LP's OOD error. Plots FT, LP-FT and LP OOD losses against time with each
 
 from __future__ import annotations
 
-import os
-
-# Before numpy/jax load OpenBLAS: its threads oversubscribe the cores next to XLA's when batched
-# LAPACK calls run inside jit(vmap) (a batched make_problem at d=1000: 30.6 s vs 0.21 s).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if __name__ == "__main__":  # first, before numpy/jax load: sets OPENBLAS_NUM_THREADS
+    import _prelude  # noqa: F401  (experiments/_prelude.py)
 
 import dataclasses
 
@@ -21,28 +18,17 @@ import linprobe_theory as lt
 from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import COLORS, new_figure, positive
-from linprobe_theory.sweep import run_batch
+from linprobe_theory.study_tools import CommonConfig, run_sweep
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    d: int = field(100, "input dimension")
-    k: int = field(3, "feature dimension")
-    m: int = field(20, "dimension of the ID subspace S")
-    n: int = field(40, "number of ID training examples")
-    coverage: float = field(0.95, "cos θ_max(R0, S⊥)")
+class Config(CommonConfig):
+    # A CommonConfig field with this study's help text (it keeps its place in the CLI).
+    t_final: float = field(20.0, "horizon; saves after a steady-state stop hold the final state")
     eps: float = field(1e-3, "feature error d(B0, B⋆)")
     phis: tuple = field((0.3, 0.6, 1.0, 2.0), "prescribed head alignment errors φ")
     seeds: int = field(3, "problems per φ")
-    t_final: float = field(20.0, "horizon; saves after a steady-state stop hold the final state")
-    grad_tol: float = field(
-        1e-7,
-        "steady-state stop: gradient norm below this (explicit solvers jitter at ~1e-9, so far smaller "
-        "values never trigger and every run integrates to t_final)",
-    )
     num_saves: int = field(96, "saved times (0 and a log grid up to t_final)")
-    chunk_size: int = field(64, "runs per compiled batch")
-    seed: int = field(0, "base random seed")
 
     @classmethod
     def quick(cls):
@@ -69,9 +55,7 @@ def compute(config: Config, store, progress):
         keep = ("t", "ft_ood_t", "lpft_ood_t", "lp_ood", "ft_bound", "phi", "ft_status", "lpft_status")
         return {name: out[name] for name in keep}
 
-    if progress is not None:
-        progress.reset(total=len(params["seed"]))
-    out = run_batch(one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress)
+    out = run_sweep(one_run, params, key=base, config=config, store=store, progress=progress)
     num_runs, num_t = out["t"].shape
     # Long (tidy) format: one row per run and saved time.
     return {

@@ -9,11 +9,8 @@ change only through their S component.
 
 from __future__ import annotations
 
-import os
-
-# Before numpy/jax load OpenBLAS: its threads oversubscribe the cores next to XLA's when batched
-# LAPACK calls run inside jit(vmap) (a batched make_problem at d=1000: 30.6 s vs 0.21 s).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if __name__ == "__main__":  # first, before numpy/jax load: sets OPENBLAS_NUM_THREADS
+    import _prelude  # noqa: F401  (experiments/_prelude.py)
 
 import dataclasses
 
@@ -25,32 +22,21 @@ from linprobe_theory.comparison import log_time_grid
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import COLORS, median_band, new_figure, positive
 from linprobe_theory.studies import distortion_over_time
-from linprobe_theory.sweep import run_batch
+from linprobe_theory.study_tools import CommonConfig, run_sweep
 
 PAPER = {"FT ID": 0.0188, "FT OOD": 0.0167, "LP-FT ID": 0.0011, "LP-FT OOD": 0.0009}
 METRICS = ("ft_id", "ft_ood", "ft_ood_S", "ft_ood_perp", "lpft_id", "lpft_ood", "lpft_ood_S", "lpft_ood_perp")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    d: int = field(100, "input dimension")
-    k: int = field(3, "feature dimension")
-    m: int = field(20, "dimension of the ID subspace S")
-    n: int = field(40, "number of ID training examples")
-    coverage: float = field(0.95, "cos θ_max(R0, S⊥)")
+class Config(CommonConfig):
+    # A CommonConfig field with this study's default (it keeps its place in the CLI).
+    chunk_size: int = field(16, "runs per compiled batch")
     eps: float = field(0.05, "feature error d(B0, B⋆)")
     ood_id_weights: tuple = field((1.0, 0.5), "Σ's weight on S (its weight on S⊥ is 1): one setting each")
     seeds: int = field(6, "problems (random heads) per Σ setting")
     num_inputs: int = field(1024, "fresh ID and OOD inputs for the measurement")
-    t_final: float = field(20.0, "fine-tuning horizon (runs stop earlier at steady state)")
-    grad_tol: float = field(
-        1e-7,
-        "steady-state stop: gradient norm below this (explicit solvers jitter at ~1e-9, so far smaller "
-        "values never trigger and every run integrates to t_final)",
-    )
     num_saves: int = field(40, "saved times (0 and a log grid)")
-    chunk_size: int = field(16, "runs per compiled batch")
-    seed: int = field(0, "base random seed")
 
     @classmethod
     def quick(cls):
@@ -85,9 +71,7 @@ def compute(config: Config, store, progress):
         )
         return {**out, "t": save_at}
 
-    if progress is not None:
-        progress.reset(total=len(params["seed"]))
-    out = run_batch(one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress)
+    out = run_sweep(one_run, params, key=base, config=config, store=store, progress=progress)
     num_runs, num_t = out["t"].shape
     table = {
         "run": np.repeat(np.arange(num_runs), num_t),

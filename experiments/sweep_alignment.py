@@ -7,11 +7,8 @@ bound at any saved time (the FT lower bound of Kumar et al., ICLR 2022).
 
 from __future__ import annotations
 
-import os
-
-# Before numpy/jax load OpenBLAS: its threads oversubscribe the cores next to XLA's when batched
-# LAPACK calls run inside jit(vmap) (a batched make_problem at d=1000: 30.6 s vs 0.21 s).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if __name__ == "__main__":  # first, before numpy/jax load: sets OPENBLAS_NUM_THREADS
+    import _prelude  # noqa: F401  (experiments/_prelude.py)
 
 import dataclasses
 
@@ -23,33 +20,20 @@ from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import COLORS, new_figure, positive
 from linprobe_theory.studies import HEAD_KINDS, select_head
-from linprobe_theory.sweep import run_batch, stiffness_estimates, stiffness_order
+from linprobe_theory.study_tools import CommonConfig, run_sweep
 
 ROUND_OFF = 1e-14  # OOD losses below this are zero up to float64 round-off
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    d: int = field(100, "input dimension")
-    k: int = field(3, "feature dimension")
-    m: int = field(20, "dimension of the ID subspace S")
-    n: int = field(40, "number of ID training examples")
-    coverage: float = field(0.95, "cos θ_max(R0, S⊥), fixed exactly by the construction")
+class Config(CommonConfig):
     eps: tuple = field((0.0, 1e-3, 1e-2), "feature errors d(B0, B⋆) to sweep (comma-separated)")
     phi_min: float = field(0.02, "smallest prescribed φ")
     phi_max: float = field(3.0, "largest prescribed φ (‖v⋆‖ = 1, so φ = 1 is the zero head's)")
     num_phi: int = field(16, "number of prescribed φ values (log-spaced)")
     random_heads: int = field(3, "random heads N(0, I/k) per seed and ε")
     seeds: int = field(4, "problems drawn per ε")
-    t_final: float = field(20.0, "integration horizon (runs stop earlier at steady state)")
-    grad_tol: float = field(
-        1e-7,
-        "stop at steady state when the gradient norm falls below this; an explicit solver at its "
-        "stability limit jitters at ~atol × curvature ≈ 1e-9, so much smaller values never trigger",
-    )
     rtol: float = field(1e-8, "solver relative tolerance")
-    chunk_size: int = field(64, "runs per compiled batch")
-    seed: int = field(0, "base random seed")
 
     @classmethod
     def quick(cls):
@@ -89,13 +73,7 @@ def compute(config: Config, store, progress):
         }
 
     params = grid(config)
-    if progress is not None:
-        progress.reset(total=len(params["eps"]))
-    # Runs of similar stiffness share a chunk (a vmapped chunk runs as long as its slowest run).
-    order = stiffness_order(stiffness_estimates(setup, params, key=base))
-    out = run_batch(
-        one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress, order=order
-    )
+    out = run_sweep(one_run, params, key=base, config=config, store=store, progress=progress, setup=setup)
     table = {"run": np.arange(len(params["eps"])), **params, **out}
     table["head"] = np.array([HEAD_KINDS[i] for i in params["head_kind"]])
     bound = table["ft_bound"]

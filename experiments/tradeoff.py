@@ -8,11 +8,8 @@ of OOD(FT)/OOD(LP), ID(LP) − ID(FT) and OOD(LP-FT)/min(OOD(FT), OOD(LP)) (Kuma
 
 from __future__ import annotations
 
-import os
-
-# Before numpy/jax load OpenBLAS: its threads oversubscribe the cores next to XLA's when batched
-# LAPACK calls run inside jit(vmap) (a batched make_problem at d=1000: 30.6 s vs 0.21 s).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if __name__ == "__main__":  # first, before numpy/jax load: sets OPENBLAS_NUM_THREADS
+    import _prelude  # noqa: F401  (experiments/_prelude.py)
 
 import dataclasses
 
@@ -23,27 +20,14 @@ import linprobe_theory as lt
 from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import new_figure
-from linprobe_theory.sweep import run_batch, stiffness_estimates, stiffness_order
+from linprobe_theory.study_tools import CommonConfig, run_sweep
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    d: int = field(100, "input dimension")
-    k: int = field(3, "feature dimension")
-    m: int = field(20, "dimension of the ID subspace S")
-    n: int = field(40, "number of ID training examples")
-    coverage: float = field(0.95, "cos θ_max(R0, S⊥)")
+class Config(CommonConfig):
     eps: tuple = field((1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0), "feature errors ε")
     shift: tuple = field((0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98), "ρ: share of Σ's weight on S⊥")
     seeds: int = field(3, "problems (random heads) per grid cell")
-    t_final: float = field(20.0, "integration horizon (runs stop earlier at steady state)")
-    grad_tol: float = field(
-        1e-7,
-        "steady-state stop: gradient norm below this (explicit solvers jitter at ~1e-9, so far smaller "
-        "values never trigger and every run integrates to t_final)",
-    )
-    chunk_size: int = field(64, "runs per compiled batch")
-    seed: int = field(0, "base random seed")
 
     @classmethod
     def quick(cls):
@@ -82,12 +66,7 @@ def compute(config: Config, store, progress):
         )
         return {name: out[name] for name in keep}
 
-    if progress is not None:
-        progress.reset(total=len(eps))
-    order = stiffness_order(stiffness_estimates(setup, params, key=base))
-    out = run_batch(
-        one_run, params, key=base, chunk_size=config.chunk_size, store=store, progress=progress, order=order
-    )
+    out = run_sweep(one_run, params, key=base, config=config, store=store, progress=progress, setup=setup)
     table = {"run": np.arange(len(eps)), **params, **out}
     table["ood_ft_over_lp"] = table["ft_ood_final"] / table["lp_ood"]
     table["id_lp_minus_ft"] = table["lp_id"] - table["ft_id_final"]

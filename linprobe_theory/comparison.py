@@ -13,10 +13,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from . import reduced as red
+from .coordinates import make_coordinates, reduced_coordinates
 from .diagnostics import orthogonal_drift
-from .dynamics import _ft_field_full, _ft_field_reduced, integrate_gradient_flow
+from .dynamics import PAPER_FLOW
+from .flows import solve
+from .options import SolveOptions
 from .problem import Problem
-from .solver import FusedTsit5
 from .theory import (
     coverage_cosine,
     feature_error,
@@ -34,8 +36,7 @@ def log_time_grid(t_final, num: int, t_min_fraction: float = 1e-6) -> Float[Arra
 
 
 def _losses(rp: red.ReducedProblem):
-    def save(y):
-        v, Z = y
+    def save(v, Z, s):
         return {
             "ood": red.ood_loss(rp, v, Z),
             "id": red.id_loss(rp, v, Z),
@@ -73,11 +74,10 @@ def compare_methods(
       `ft_orthogonal_drift` (max over saves of `‖(B − B0) P_{S⊥}‖_F`) and `ft_full_vs_reduced`
       (max |OOD loss difference|) are added.
     """
-    solver = FusedTsit5() if solver is None else solver
     rp = red.ReducedProblem.from_problem(problem)
     ts = log_time_grid(t_final, num_saves)
-    opts = dict(
-        t_final=jnp.asarray(t_final, float),
+    opts = SolveOptions(
+        t_final=t_final,
         save_at=ts,
         rtol=rtol,
         atol=atol,
@@ -85,13 +85,11 @@ def compare_methods(
         max_steps=max_steps,
         solver=solver,
     )
-    save = _losses(rp)
+    coords = reduced_coordinates(rp)
     v_lp = red.linear_probe_head(rp, v0)
     # FT and LP-FT are one ODE from two initial heads: a single vmapped solve compiles once.
     heads = jnp.stack([v0, v_lp])
-    both = jax.vmap(
-        lambda v: integrate_gradient_flow(_ft_field_reduced, (v, rp.Z0), rp, save_fn=save, **opts)
-    )(heads)
+    both = jax.vmap(lambda v: solve(PAPER_FLOW, coords, v, opts, observe=_losses(rp)))(heads)
     ft, lpft = (jax.tree.map(lambda x, i=i: x[i], both) for i in range(2))
 
     out = {
@@ -122,8 +120,8 @@ def compare_methods(
         "lpft_ood_t": lpft.ys["ood"],
     }
     if full_reference:
-        full = integrate_gradient_flow(_ft_field_full, (v0, problem.B0), (problem.X, problem.y), **opts)
-        v_full, B_full = full.ys
+        full_coords = make_coordinates(problem, PAPER_FLOW, "full")
+        v_full, B_full, _ = solve(PAPER_FLOW, full_coords, v0, opts).ys
         e = jnp.einsum("tkd,tk->td", B_full, v_full) - problem.w_star
         out["ft_orthogonal_drift"] = jnp.max(orthogonal_drift(problem, B_full))
         out["ft_full_vs_reduced"] = jnp.max(jnp.abs(problem.ood.quadratic_form(e) - ft.ys["ood"]))

@@ -2,7 +2,8 @@
 
 Each step applies `optimizer` to the gradient of the training loss
 `L̂(v, B) = ‖X_b Bᵀ v − y_b‖²` on a minibatch `b` (the full batch when `batch_size` is None),
-rescaled by `n / |b|` so that a minibatch gradient is an unbiased estimate of the full one.
+rescaled by `n / |b|` so that a minibatch gradient is an unbiased estimate of the full one; or
+of the same objective as a flow variant (`activation`, `loss`, `regularizer`, as in `fine_tune`).
 The paper's invariance (features of inputs in S⊥ never move) holds for any optimiser whose
 update is a linear combination of past gradients — gradient descent with any step, SGD,
 momentum — but not for coordinate-wise rescaling (Adam, sign methods); `orthogonal_drift`
@@ -18,7 +19,9 @@ import optax
 from jaxtyping import Array, Float, Int
 
 from ._validation import check_int_range
-from .dynamics import SolveError, SolveStatus
+from .coordinates import training_targets
+from .flows import make_flow
+from .integrate import SolveError, SolveStatus
 from .problem import Problem, validate_head
 
 METHODS = ("ft", "lp")
@@ -46,10 +49,14 @@ class DiscreteTrajectory(eqx.Module):
         return self.status == SolveStatus.COMPLETED
 
 
-def _loss(params, X, y, scale):
-    v, B = params
-    r = X @ (B.T @ v) - y
-    return scale * jnp.sum(r * r)
+def _objective(flow, B0):
+    """`scale · Σ_{i ∈ b} ℓ(f(xᵢ), yᵢ) + Σ_r R_r(v, B)`: the flow's objective on a minibatch."""
+
+    def value(params, X, y, scale):
+        v, B = params
+        return flow.objective(lambda v, B: scale * flow.loss(flow.model(v, B, X), y), v, B, B0)
+
+    return value
 
 
 def train_discrete(
@@ -63,6 +70,9 @@ def train_discrete(
     batch_size: int | None = None,
     key=None,
     check: bool = True,
+    activation="identity",
+    loss="squared",
+    regularizer=None,
 ) -> DiscreteTrajectory:
     """Train `(v, B)` (method `"ft"`) or `v` alone (`"lp"`) from `(v0, B0)` with `optimizer`.
 
@@ -72,6 +82,9 @@ def train_discrete(
         batch_size: minibatch size (sampled without replacement each step, needs `key`);
             `None` is full-batch gradient descent.
         check: raise `SolveError` on divergence for a concrete run.
+        activation, loss, regularizer: the variant of the objective, as in `fine_tune` (per-layer
+            rates belong to the optimiser here, e.g. `optax.multi_transform`). The minibatch
+            rescaling applies to the data term only.
     """
     v0 = validate_head(problem, v0)
     if method not in METHODS:
@@ -84,7 +97,8 @@ def train_discrete(
         check_int_range("batch_size", batch_size, 1, problem.n)
         if key is None:
             raise ValueError("batch_size needs a key for sampling minibatches")
-    traj = _train(problem, v0, optimizer, num_steps, method, save_every, batch_size, key)
+    flow = make_flow(activation=activation, loss=loss, regularizer=regularizer)
+    traj = _train(problem, v0, optimizer, num_steps, method, save_every, batch_size, key, flow)
     if check and not isinstance(traj.status, jax.core.Tracer) and traj.status.ndim == 0 and not bool(traj.ok):
         raise SolveError(
             f"{method.upper()} training diverged at step {int(traj.diverged_at)} (non-finite state)"
@@ -93,8 +107,10 @@ def train_discrete(
 
 
 @eqx.filter_jit
-def _train(problem, v0, optimizer, num_steps, method, save_every, batch_size, key):
+def _train(problem, v0, optimizer, num_steps, method, save_every, batch_size, key, flow):
     params = (v0, problem.B0)
+    targets = training_targets(problem, flow.loss)
+    objective = _objective(flow, problem.B0)
     opt_state = optimizer.init(params)
     n = problem.n
     if key is None:
@@ -103,11 +119,11 @@ def _train(problem, v0, optimizer, num_steps, method, save_every, batch_size, ke
     def step(carry, index):
         params, opt_state, diverged_at = carry
         if batch_size is None:
-            X, y, scale = problem.X, problem.y, 1.0
+            X, y, scale = problem.X, targets, 1.0
         else:
             idx = jax.random.choice(jax.random.fold_in(key, index), n, (batch_size,), replace=False)
-            X, y, scale = problem.X[idx], problem.y[idx], n / batch_size
-        grads = jax.grad(_loss)(params, X, y, scale)
+            X, y, scale = problem.X[idx], targets[idx], n / batch_size
+        grads = jax.grad(objective)(params, X, y, scale)
         if method == "lp":
             grads = (grads[0], jnp.zeros_like(grads[1]))
         updates, new_state = optimizer.update(grads, opt_state, params)

@@ -1,10 +1,10 @@
 """Command-line plumbing shared by the scripts in `experiments/` (outer layer).
 
-A study is a frozen config dataclass plus three functions: `compute(config, store, progress)`
-returning a table (dict of equal-length columns), `plot(table, config) -> Figure`, and
-`summarise(table, config) -> str`. `main` turns that into a CLI with `--quick`, `--out`,
-`--seed`, `--plot-only`, `--resume`, writing `<name>.csv`, `<name>.json` (config, versions, git
-commit), and the figure as PNG and PDF.
+A study is a frozen config dataclass (subclassing `study_tools.CommonConfig`) plus three
+functions: `compute(config, store, progress)` returning a table (dict of equal-length columns),
+`plot(table, config) -> Figure`, and `summarise(table, config) -> str`. `main` turns that into a
+CLI with `--quick`, `--out`, `--seed`, `--plot-only`, `--resume`, writing `<name>.csv`,
+`<name>.json` (config, versions, git commit), and the figure as PNG and PDF.
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ def _parse_value(text: str, default):
 
 
 def build_parser(config_cls, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    # Each config flag's help states its default itself: the argparse default is None (unset, so
+    # `--quick`'s values apply), which ArgumentDefaultsHelpFormatter would print as a second one.
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="run the small version (well under a minute)")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default results/<study>[-quick])"

@@ -26,6 +26,7 @@ from ._validation import (
 )
 from .covariance import OODCovariance
 from .linalg import column_space_basis, numerical_rank, random_orthonormal_columns
+from .models import ACTIVATIONS
 
 SUBSPACE_KINDS = ("random", "axis")
 
@@ -50,6 +51,8 @@ class ProblemSpec:
         label_noise: standard deviation of Gaussian noise added to `y` (0: noiseless, as in
             the theory).
         input_scale: ID inputs are `input_scale ·` standard Gaussians in S.
+        teacher_activation: the teacher `y = v⋆ᵀ σ⋆(B⋆ x)`, `σ⋆` a name in `ACTIVATIONS`
+            (`"identity"`: the paper's linear ground truth).
     """
 
     d: int
@@ -64,6 +67,7 @@ class ProblemSpec:
     ood_orth_weight: float = 1.0
     label_noise: float = 0.0
     input_scale: float = 1.0
+    teacher_activation: str = "identity"
 
     def __post_init__(self):
         check_dimensions(self.d, self.k, self.m)
@@ -85,6 +89,7 @@ class ProblemSpec:
         check_real_range("ood_orth_weight", self.ood_orth_weight, 0.0, low_open=True)
         check_real_range("label_noise", self.label_noise, 0.0)
         check_real_range("input_scale", self.input_scale, 0.0, low_open=True)
+        check_teacher_activation(self.teacher_activation)
 
     @property
     def theta(self) -> float:
@@ -102,6 +107,7 @@ class Problem(eqx.Module):
         B0: pretrained features, `k × d`.
         Q_S: orthonormal basis of `S = rowspace(X)`, `d × m`.
         ood: the OOD second moment Σ.
+        teacher_activation: the teacher's `σ⋆` (static): `y = v⋆ᵀ σ⋆(B⋆ x)` (+ noise).
     """
 
     X: Float[Array, "n d"]
@@ -111,6 +117,7 @@ class Problem(eqx.Module):
     B0: Float[Array, "k d"]
     Q_S: Float[Array, "d m"]
     ood: OODCovariance
+    teacher_activation: str = eqx.field(static=True, default="identity")
 
     @property
     def d(self) -> int:
@@ -133,14 +140,22 @@ class Problem(eqx.Module):
         """`w⋆ = B⋆ᵀ v⋆`, the ground-truth linear predictor."""
         return self.B_star.T @ self.v_star
 
+    def teacher_outputs(self, x: Float[Array, "N d"]) -> Float[Array, " N"]:
+        """`v⋆ᵀ σ⋆(B⋆ x)` for each row x (noiseless); `x w⋆` for the linear teacher."""
+        return teacher_outputs(self.B_star, self.v_star, self.teacher_activation, x)
+
     @classmethod
-    def from_arrays(cls, *, X, y, B_star, v_star, B0, sigma_ood=None, rank_rtol=None) -> Problem:
+    def from_arrays(
+        cls, *, X, y, B_star, v_star, B0, sigma_ood=None, rank_rtol=None, teacher_activation="identity"
+    ) -> Problem:
         """Build a problem from a user's own arrays (numpy or jax), validating them.
 
         `S` is the row space of `X`, its dimension `m` the numerical rank of `X` (singular values
         above `rank_rtol · σ_max`). `sigma_ood` is `None` (isotropic), a dense `d × d`
-        positive-definite matrix, or an `OODCovariance`.
+        positive-definite matrix, or an `OODCovariance`. `teacher_activation` names the `σ⋆` of
+        the teacher `v⋆ᵀ σ⋆(B⋆ x)` that made `y` (used for the logistic loss's labels).
         """
+        check_teacher_activation(teacher_activation)
         X = jnp.asarray(X, float)
         if X.ndim != 2:
             raise ValueError(f"X must be a 2-D array (n × d), got shape {X.shape}")
@@ -172,7 +187,16 @@ class Problem(eqx.Module):
             ood = OODCovariance.from_matrix(sigma_ood)
             if ood.dim != d:
                 raise ValueError(f"sigma_ood must have shape ({d}, {d}), got {np.shape(sigma_ood)}")
-        return cls(X=X, y=y, B_star=B_star, v_star=v_star, B0=B0, Q_S=Q_S, ood=ood)
+        return cls(
+            X=X,
+            y=y,
+            B_star=B_star,
+            v_star=v_star,
+            B0=B0,
+            Q_S=Q_S,
+            ood=ood,
+            teacher_activation=teacher_activation,
+        )
 
     def with_ood(self, sigma_ood) -> Problem:
         """The same problem with another OOD second moment (dense matrix or `OODCovariance`)."""
@@ -267,9 +291,24 @@ def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray, **overrides) -> Proble
     v_dir = jax.random.normal(k_v, (k,))
     v_star = p["v_star_norm"] * v_dir / jnp.linalg.norm(v_dir)
     X = p["input_scale"] * jax.random.normal(k_x, (n, m)) @ Q_S.T
-    y = X @ (B_star.T @ v_star) + p["label_noise"] * jax.random.normal(k_noise, (n,))
     ood = OODCovariance.two_subspace(Q_S, p["ood_id_weight"], p["ood_orth_weight"])
-    return Problem(X=X, y=y, B_star=B_star, v_star=v_star, B0=B0, Q_S=Q_S, ood=ood)
+    teacher = spec.teacher_activation
+    y = teacher_outputs(B_star, v_star, teacher, X) + p["label_noise"] * jax.random.normal(k_noise, (n,))
+    return Problem(
+        X=X, y=y, B_star=B_star, v_star=v_star, B0=B0, Q_S=Q_S, ood=ood, teacher_activation=teacher
+    )
+
+
+def teacher_outputs(B_star, v_star, activation: str, x) -> Float[Array, " N"]:
+    """`v⋆ᵀ σ⋆(B⋆ x)` per row of `x`; for the identity `x (B⋆ᵀ v⋆)`."""
+    if activation == "identity":
+        return x @ (B_star.T @ v_star)
+    return ACTIVATIONS[activation](x @ B_star.T) @ v_star
+
+
+def check_teacher_activation(name) -> None:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"teacher_activation={name!r} must be one of {tuple(ACTIVATIONS)}")
 
 
 def validate_head(problem: Problem, v0, name: str = "v0") -> Float[Array, " k"]:

@@ -34,6 +34,7 @@ class ReducedProblem(eqx.Module):
     b: Float[Array, " m"]  # Eᵀ Xᵀ y
     yy: Float[Array, ""]  # ‖y‖²
     Z0: Float[Array, "k m"]  # B0 E
+    B0_sq: Float[Array, ""]  # ‖B0‖²_F (so ‖B0 P_{S⊥}‖²_F = ‖B0‖²_F − ‖Z0‖²_F)
     w_S: Float[Array, " m"]  # Eᵀ w⋆
     # Gram blocks of Σ on [B0ᵀ, w⋆, E], for the OOD loss.
     ood_B0B0: Float[Array, "k k"]  # B0 Σ B0ᵀ
@@ -74,6 +75,7 @@ class ReducedProblem(eqx.Module):
             b=U.T @ (XQ.T @ problem.y),
             yy=jnp.dot(problem.y, problem.y),
             Z0=QA[:, :k].T @ U,
+            B0_sq=jnp.sum(problem.B0 * problem.B0),
             w_S=U.T @ QA[:, k],
             ood_B0B0=gram_AA[:k, :k],
             ood_B0w=gram_AA[:k, k],
@@ -90,6 +92,11 @@ class ReducedProblem(eqx.Module):
     def features(self, problem: Problem, Z: Float[Array, "... k m"]) -> Float[Array, "... k d"]:
         """`B = B0 + (Z − Z0) Eᵀ`."""
         return problem.B0 + ((Z - self.Z0) @ self.rotation.T) @ problem.Q_S.T
+
+    @property
+    def perp_norm(self) -> Float[Array, ""]:
+        """`‖B0 P_{S⊥}‖_F`: the size of the part of B0 the reduced state leaves out."""
+        return jnp.sqrt(jnp.maximum(self.B0_sq - jnp.sum(self.Z0 * self.Z0), 0.0))
 
     def stiffness(self, v) -> Float[Array, ""]:
         """`2 λ_max (‖v‖² + σ_max(Z0)²)`: an estimate of the largest rate of the FT flow from

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .diagnostics import feature_distortion
-from .dynamics import fine_tune, linear_probe_solution
+from .dynamics import fine_tune
 from .heads import head_with_alignment, random_head, zero_head
+from .ood import ood_inputs
+from .probing import linear_probe_solution
 from .problem import Problem
 
 HEAD_KINDS = ("phi", "zero", "random")
@@ -25,15 +27,6 @@ def select_head(problem: Problem, kind, phi, *, key) -> Float[Array, " k"]:
         [head_with_alignment(problem, phi), zero_head(problem), random_head(problem, key=key)]
     )
     return candidates[kind]
-
-
-def ood_inputs(problem: Problem, key, num: int) -> Float[Array, "num d"]:
-    """`num` draws of `x ~ N(0, Σ)`, with `Σ^{1/2} = √c (I − W Wᵀ) + W diag(√(c + λ)) Wᵀ` for the
-    factored `Σ = c I + W diag(λ) Wᵀ` (W orthonormal)."""
-    g = jax.random.normal(key, (num, problem.d))
-    W, c, lam = problem.ood.basis, problem.ood.scale, problem.ood.spectrum
-    gw = g @ W
-    return jnp.sqrt(c) * (g - gw @ W.T) + (gw * jnp.sqrt(c + lam)) @ W.T
 
 
 def id_inputs(problem: Problem, key, num: int, scale=1.0) -> Float[Array, "num d"]:

@@ -1,0 +1,118 @@
+"""The two coordinate systems a flow can be integrated in.
+
+- `FullCoordinates`: the state is `(v, B)`, `B ∈ R^{k×d}`, exactly as the paper writes the flow.
+  The reference, and the only way to *measure* the S⊥ invariance.
+- `ReducedCoordinates`: the state is `(v, Z)`, `Z = B E ∈ R^{k×m}`, `E = Q_S U` the basis of S
+  made of X's right singular vectors (`reduced.py`). The training loss sees `B` only through
+  `X Bᵀ = (X E) Zᵀ` (X's rows lie in S), every gradient row of `B` lies in S, and the
+  regularisers are separable over S and S⊥, so the flow of `Z` is closed and
+  `B(t) = s(t) B0 + (Z(t) − s(t) Z0) Eᵀ`, with `s ≡ 1` unless a regulariser moves the S⊥ part
+  (`objectives.perp_scale`). Exact for every variant in this package: the linear model with the
+  squared loss costs `O(k m)` per evaluation (diagonal Gram matrix); activations and the
+  logistic loss use `X E` (`n × m`), `O(n k m)`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from . import reduced as red
+from .objectives import Regularizer
+from .problem import Problem
+
+COORDINATES = ("reduced", "full")
+
+
+def training_targets(problem: Problem, loss) -> Float[Array, " n"]:
+    """What the loss fits: `y` for the squared loss, `sign(teacher(xᵢ))` labels for the logistic."""
+    if loss.name == "logistic":
+        return jnp.sign(problem.teacher_outputs(problem.X))
+    return problem.y
+
+
+class FullCoordinates(eqx.Module):
+    """State `(v, B)`; the data term is `Σᵢ ℓ(vᵀ σ(B xᵢ), yᵢ)` on the rows of X."""
+
+    X: Float[Array, "n d"]
+    targets: Float[Array, " n"]
+    W0: Float[Array, "k d"]
+    name = "full"
+
+    def data_fit(self, model, loss):
+        return lambda v, B: loss(model(v, B, self.X), self.targets)
+
+    def features(self, problem: Problem, W, s) -> Float[Array, "... k d"]:
+        return W
+
+
+class ReducedCoordinates(eqx.Module):
+    """State `(v, Z)`, `Z = B E`; `inputs = X E` is kept only when the model or loss needs it."""
+
+    rp: red.ReducedProblem
+    inputs: Float[Array, "n m"] | None
+    targets: Float[Array, " n"] | None
+    name = "reduced"
+
+    @property
+    def W0(self):
+        return self.rp.Z0
+
+    @property
+    def perp_norm(self):
+        return self.rp.perp_norm
+
+    def data_fit(self, model, loss):
+        if model.linear and loss.name == "squared":
+            # ‖X Bᵀ v − y‖² = Σ λᵢ uᵢ² − 2 bᵀu + ‖y‖², u = Zᵀ v (not clipped at 0: it is differentiated).
+            rp = self.rp
+
+            def gram(v, Z):
+                u = Z.T @ v
+                return jnp.sum(rp.curvature * u * u) - 2.0 * rp.b @ u + rp.yy
+
+            return gram
+        if self.inputs is None:
+            raise ValueError(
+                "reduced coordinates without the inputs X E cannot evaluate "
+                f"activation={model.activation_name!r} with loss={loss.name!r}; "
+                "build them with make_coordinates(problem, flow, 'reduced')"
+            )
+        return lambda v, Z: loss(model(v, Z, self.inputs), self.targets)
+
+    def features(self, problem: Problem, Z, s) -> Float[Array, "... k d"]:
+        """`B = s B0 + (Z − s Z0) Eᵀ` (leading axes of `Z` and `s` broadcast)."""
+        s = jnp.asarray(s)[..., None, None]
+        return s * problem.B0 + ((Z - s * self.rp.Z0) @ self.rp.rotation.T) @ problem.Q_S.T
+
+
+def reduced_coordinates(rp: red.ReducedProblem, problem: Problem | None = None, flow=None):
+    """Reduced coordinates of `rp`; for a `flow` that needs them (an activation or the logistic
+    loss) the inputs `X E` and the loss's targets are formed from `problem` too (`O(n d m)`)."""
+    for r in () if flow is None else flow.regularizers:
+        if type(r).perp_pull is Regularizer.perp_pull:
+            raise ValueError(
+                f"regularizer {type(r).__name__} does not say how it moves the S⊥ part of B (perp_pull), "
+                "so reduced coordinates cannot represent it; use coordinates='full'"
+            )
+    needs_inputs = flow is not None and not (flow.model.linear and flow.loss.name == "squared")
+    inputs = targets = None
+    if needs_inputs:
+        if problem is None:
+            raise ValueError(
+                f"activation={flow.model.activation_name!r} with loss={flow.loss.name!r} needs the "
+                "inputs X E: pass the problem (e.g. fine_tune(problem, ...)), not a ReducedProblem alone"
+            )
+        inputs = problem.X @ rp.subspace_basis(problem)
+        targets = training_targets(problem, flow.loss)
+    return ReducedCoordinates(rp, inputs, targets)
+
+
+def make_coordinates(problem: Problem, flow, coordinates: str):
+    """`FullCoordinates` or `ReducedCoordinates` of `problem` for `flow`."""
+    if coordinates not in COORDINATES:
+        raise ValueError(f"coordinates={coordinates!r} must be one of {COORDINATES}")
+    if coordinates == "full":
+        return FullCoordinates(problem.X, training_targets(problem, flow.loss), problem.B0)
+    return reduced_coordinates(red.ReducedProblem.from_problem(problem), problem, flow)
