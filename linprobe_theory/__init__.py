@@ -1,6 +1,8 @@
 """linprobe-theory: the theory of "Fine-Tuning can Distort Pretrained Features and Underperform
 Out-of-Distribution" (Kumar et al., ICLR 2022) as runnable, checkable JAX code."""
 
+from .construction import ProblemSpec as ProblemSpec
+from .construction import make_problem as make_problem
 from .covariance import OODCovariance as OODCovariance
 from .diagnostics import balancedness_drift as balancedness_drift
 from .diagnostics import feature_distortion as feature_distortion
@@ -9,7 +11,6 @@ from .discrete import DiscreteTrajectory as DiscreteTrajectory
 from .discrete import train_discrete as train_discrete
 from .dynamics import Trajectory as Trajectory
 from .dynamics import fine_tune as fine_tune
-from .dynamics import fine_tune_reduced as fine_tune_reduced
 from .dynamics import linear_probe as linear_probe
 from .dynamics import lp_ft as lp_ft
 from .flows import Flow as Flow
@@ -35,9 +36,8 @@ from .options import SolveOptions as SolveOptions
 from .probing import linear_probe_solution as linear_probe_solution
 from .probing import lp_limit as lp_limit
 from .problem import Problem as Problem
-from .problem import ProblemSpec as ProblemSpec
-from .problem import make_problem as make_problem
 from .reduced import ReducedProblem as ReducedProblem
+from .reduced_flow import fine_tune_reduced as fine_tune_reduced
 from .solver import FusedTsit5 as FusedTsit5
 from .theory import aligned_v_star as aligned_v_star
 from .theory import cos_theta_max as cos_theta_max

@@ -15,8 +15,7 @@ from jaxtyping import Array, Float
 from . import reduced as red
 from .coordinates import make_coordinates, reduced_coordinates
 from .diagnostics import orthogonal_drift
-from .dynamics import PAPER_FLOW
-from .flows import solve
+from .flows import PAPER_FLOW, solve
 from .options import SolveOptions
 from .problem import Problem
 from .theory import (

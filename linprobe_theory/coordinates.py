@@ -65,14 +65,8 @@ class ReducedCoordinates(eqx.Module):
 
     def data_fit(self, model, loss):
         if model.linear and loss.name == "squared":
-            # ‖X Bᵀ v − y‖² = Σ λᵢ uᵢ² − 2 bᵀu + ‖y‖², u = Zᵀ v (not clipped at 0: it is differentiated).
-            rp = self.rp
-
-            def gram(v, Z):
-                u = Z.T @ v
-                return jnp.sum(rp.curvature * u * u) - 2.0 * rp.b @ u + rp.yy
-
-            return gram
+            # The diagonal Gram form: O(k m), no n- or d-sized array.
+            return lambda v, Z: red.gram_train_loss(self.rp, v, Z)
         if self.inputs is None:
             raise ValueError(
                 "reduced coordinates without the inputs X E cannot evaluate "

@@ -90,6 +90,10 @@ def make_flow(*, activation="identity", loss="squared", regularizer=None, learni
     return Flow(make_model(activation), objective, make_rates(learning_rates))
 
 
+PAPER_FLOW = make_flow()
+"""The paper's flow: linear model, squared loss, no regulariser, unit rates."""
+
+
 def _objective(flow: Flow, coords):
     data_fit = coords.data_fit(flow.model, flow.loss)
 

@@ -123,10 +123,16 @@ def ft_gradients(rp: ReducedProblem, v, Z):
     return 2.0 * Z @ g, 2.0 * jnp.outer(v, g)
 
 
-def train_loss(rp: ReducedProblem, v, Z) -> Float[Array, ""]:
-    """`‖X Bᵀ v − y‖² = Σᵢ λᵢ uᵢ² − 2 bᵀ u + ‖y‖²`, `u = Zᵀ v`."""
+def gram_train_loss(rp: ReducedProblem, v, Z) -> Float[Array, ""]:
+    """`‖X Bᵀ v − y‖² = Σᵢ λᵢ uᵢ² − 2 bᵀ u + ‖y‖²`, `u = Zᵀ v`, as expanded (round-off can make it
+    slightly negative near 0; this is the form the flows differentiate)."""
     u = Z.T @ v
-    return jnp.maximum(jnp.sum(rp.curvature * u * u) - 2.0 * rp.b @ u + rp.yy, 0.0)
+    return jnp.sum(rp.curvature * u * u) - 2.0 * rp.b @ u + rp.yy
+
+
+def train_loss(rp: ReducedProblem, v, Z) -> Float[Array, ""]:
+    """`‖X Bᵀ v − y‖²` (`gram_train_loss` clipped at 0)."""
+    return jnp.maximum(gram_train_loss(rp, v, Z), 0.0)
 
 
 def id_loss(rp: ReducedProblem, v, Z) -> Float[Array, ""]:
