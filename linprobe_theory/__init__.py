@@ -29,9 +29,15 @@ from .models import ACTIVATIONS as ACTIVATIONS
 from .models import TwoLayer as TwoLayer
 from .objectives import L2SP as L2SP
 from .objectives import LogisticLoss as LogisticLoss
+from .objectives import Loss as Loss
 from .objectives import Regularizer as Regularizer
 from .objectives import SquaredLoss as SquaredLoss
 from .objectives import WeightDecay as WeightDecay
+from .ood import gaussian_ood_risk as gaussian_ood_risk
+from .ood import ood_inputs as ood_inputs
+from .ood import ood_logistic_loss as ood_logistic_loss
+from .ood import ood_zero_one_error as ood_zero_one_error
+from .ood import sampled_ood_risk as sampled_ood_risk
 from .options import SolveOptions as SolveOptions
 from .probing import linear_probe_solution as linear_probe_solution
 from .probing import lp_limit as lp_limit

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from . import reduced as red
-from .objectives import Regularizer
+from .objectives import Regularizer, is_squared
 from .problem import Problem
 
 COORDINATES = ("reduced", "full")
@@ -27,9 +27,7 @@ COORDINATES = ("reduced", "full")
 
 def training_targets(problem: Problem, loss) -> Float[Array, " n"]:
     """What the loss fits: `y` for the squared loss, `sign(teacher(xᵢ))` labels for the logistic."""
-    if loss.name == "logistic":
-        return jnp.sign(problem.teacher_outputs(problem.X))
-    return problem.y
+    return loss.targets(problem)
 
 
 class FullCoordinates(eqx.Module):
@@ -64,7 +62,7 @@ class ReducedCoordinates(eqx.Module):
         return self.rp.perp_norm
 
     def data_fit(self, model, loss):
-        if model.linear and loss.name == "squared":
+        if model.linear and is_squared(loss):
             # The diagonal Gram form: O(k m), no n- or d-sized array.
             return lambda v, Z: red.gram_train_loss(self.rp, v, Z)
         if self.inputs is None:
@@ -90,7 +88,7 @@ def reduced_coordinates(rp: red.ReducedProblem, problem: Problem | None = None, 
                 f"regularizer {type(r).__name__} does not say how it moves the S⊥ part of B (perp_pull), "
                 "so reduced coordinates cannot represent it; use coordinates='full'"
             )
-    needs_inputs = flow is not None and not (flow.model.linear and flow.loss.name == "squared")
+    needs_inputs = flow is not None and not (flow.model.linear and is_squared(flow.loss))
     inputs = targets = None
     if needs_inputs:
         if problem is None:

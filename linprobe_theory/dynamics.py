@@ -146,7 +146,8 @@ def fine_tune(
         options: a `SolveOptions`; or give its fields as keywords: `t_final` (required),
             `save_at` (default `[0, t_final]`), `rtol=1e-8`, `atol=1e-12`, `grad_tol=1e-7`
             (steady-state stop on the flow's speed; `None` never stops early),
-            `max_steps=100_000`, `solver` (default `FusedTsit5()`).
+            `max_steps=100_000`, `solver` (default `FusedTsit5()`), `dtmin` (a step floor for
+            ReLU flows that slide along their kink; default none).
         coordinates: `"reduced"` (exact, `O(k m)` per evaluation for the paper's flow) or
             `"full"` (reference).
         check: raise `SolveError` when a concrete run diverged or failed; under `jit`/`vmap`

@@ -25,7 +25,23 @@ from jaxtyping import Array
 from ._validation import check_real_range, is_concrete
 
 
-class SquaredLoss(eqx.Module):
+class Loss(eqx.Module):
+    """A data-fit loss `Σᵢ ℓ(fᵢ, yᵢ)`: subclass with `name`, `__call__(f, y)` and `targets`.
+
+    A new loss is one subclass passed as `loss=` (any instance is accepted); only the squared
+    loss gets the `O(k m)` Gram form of reduced coordinates and LP's closed form."""
+
+    name = "custom"
+
+    def __call__(self, f, y) -> Array:
+        raise NotImplementedError
+
+    def targets(self, problem) -> Array:
+        """What the loss fits on the training inputs (default: the targets `y`)."""
+        return problem.y
+
+
+class SquaredLoss(Loss):
     """`Σᵢ (fᵢ − yᵢ)²`, the paper's training loss."""
 
     name = "squared"
@@ -35,24 +51,36 @@ class SquaredLoss(eqx.Module):
         return jnp.sum(r * r)
 
 
-class LogisticLoss(eqx.Module):
-    """`Σᵢ log(1 + exp(−yᵢ fᵢ))` on labels `yᵢ ∈ {−1, +1}` (computed stably as softplus)."""
+class LogisticLoss(Loss):
+    """`Σᵢ log(1 + exp(−yᵢ fᵢ))` on labels `yᵢ = sign(f⋆(xᵢ))` (computed stably as softplus).
+
+    With a ReLU teacher `f⋆(x) = 0` when all its units are off (probability `2^{−k}` per input);
+    such an input gets the label 0, contributing the constant `log 2` and no gradient."""
 
     name = "logistic"
 
     def __call__(self, f, y) -> Array:
         return jnp.sum(jax.nn.softplus(-y * f))
 
+    def targets(self, problem) -> Array:
+        return jnp.sign(problem.teacher_outputs(problem.X))
+
 
 LOSSES = {"squared": SquaredLoss(), "logistic": LogisticLoss()}
 
 
-def make_loss(loss) -> SquaredLoss | LogisticLoss:
-    if isinstance(loss, (SquaredLoss, LogisticLoss)):
+def make_loss(loss) -> Loss:
+    """A `Loss` instance, or the name of one in `LOSSES`."""
+    if isinstance(loss, Loss):
         return loss
-    if loss not in LOSSES:
-        raise ValueError(f"loss={loss!r} is unknown; choose one of {tuple(LOSSES)}")
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"loss={loss!r} is unknown; choose one of {tuple(LOSSES)} or pass a Loss instance")
     return LOSSES[loss]
+
+
+def is_squared(loss) -> bool:
+    """Exactly the paper's squared loss (a subclass may compute something else)."""
+    return type(loss) is SquaredLoss
 
 
 def _check_strength(name, value):
@@ -145,10 +173,15 @@ def as_regularizers(regularizer) -> tuple[Regularizer, ...]:
     """`None`, one `Regularizer`, or a sequence of them → a tuple."""
     if regularizer is None:
         return ()
-    items = (regularizer,) if isinstance(regularizer, Regularizer) else tuple(regularizer)
+    if isinstance(regularizer, Regularizer):
+        return (regularizer,)
+    items = tuple(regularizer) if isinstance(regularizer, (list, tuple)) else (regularizer,)
     for r in items:
         if not isinstance(r, Regularizer):
-            raise ValueError(f"regularizer must be a Regularizer (e.g. lt.WeightDecay, lt.L2SP), got {r!r}")
+            raise ValueError(
+                f"regularizer={regularizer!r} must be None, a Regularizer instance "
+                "(e.g. lt.WeightDecay(0.1), lt.L2SP(0.1)) or a list of them"
+            )
     return items
 
 

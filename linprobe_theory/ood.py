@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .models import make_model
+from .models import ACTIVATIONS, make_model
 from .problem import Problem
 
 CLOSED_FORM_ACTIVATIONS = ("identity", "relu")
@@ -66,7 +66,8 @@ def ood_zero_one_error(problem: Problem, v, B, *, inputs, activation="identity")
 
     def one(v, B):
         f, f_star = _outputs(problem, v, B, inputs, activation)
-        return jnp.mean(jnp.sign(f) != jnp.sign(f_star))
+        wrong = jnp.sign(f) != jnp.sign(f_star)
+        return jnp.sum(wrong) / wrong.size  # an exact count over N, in float64
 
     return _per_state(one)(v, B)
 
@@ -98,12 +99,19 @@ def gaussian_ood_risk(problem: Problem, v, B, activation="identity") -> Float[Ar
     With the `2k` first-layer rows `c = [B; B⋆]`, coefficients `α = [v; −v⋆]` and the moments
     `M_ij = E[σ_i(c_iᵀx) σ_j(c_jᵀx)]` (module docstring), the risk is `αᵀ M α`. For two
     identities it equals `losses.ood_loss`."""
-    name = make_model(activation).activation_name
-    for label, act in (("activation", name), ("teacher_activation", problem.teacher_activation)):
-        if act not in CLOSED_FORM_ACTIVATIONS:
+    model = make_model(activation)
+    name = model.activation_name
+    # A callable gets a closed form only if it is the registered function, never by its name.
+    student_ok = name in CLOSED_FORM_ACTIVATIONS and model.activation is ACTIVATIONS[name]
+    teacher_ok = problem.teacher_activation in CLOSED_FORM_ACTIVATIONS
+    for label, act, ok in (
+        ("activation", name, student_ok),
+        ("teacher_activation", problem.teacher_activation, teacher_ok),
+    ):
+        if not ok:
             raise ValueError(
                 f"gaussian_ood_risk: {label}={act!r} has no closed form; "
-                f"choose one of {CLOSED_FORM_ACTIVATIONS}"
+                f"choose one of {CLOSED_FORM_ACTIVATIONS} (as named, registered functions)"
             )
     k = problem.k
     relu = jnp.array([name == "relu"] * k + [problem.teacher_activation == "relu"] * k)

@@ -20,6 +20,7 @@ from jaxtyping import Array, Float
 
 from .flows import make_flow
 from .linalg import pinv, pinv_hermitian
+from .objectives import L2SP, WeightDecay, is_squared
 from .problem import Problem, validate_head
 
 
@@ -29,8 +30,9 @@ def lp_features(problem: Problem, model) -> Float[Array, "n k"]:
 
 
 def has_closed_form(flow) -> bool:
-    """True when LP's limit is the closed form above (the squared loss)."""
-    return flow.loss.name == "squared"
+    """True when LP's limit is the closed form above: the squared loss, and only the built-in
+    regularisers (a custom one may penalise the head in a way the closed form does not know)."""
+    return is_squared(flow.loss) and all(type(r) in (WeightDecay, L2SP) for r in flow.regularizers)
 
 
 def head_ridge(flow):
@@ -44,7 +46,10 @@ def lp_limit(problem: Problem, v0, flow) -> Float[Array, " k"]:
     The paper's case (linear model, no head penalty) takes the pseudo-inverse of `A` itself,
     not of `AᵀA`, which would square its condition number."""
     if not has_closed_form(flow):
-        raise ValueError(f"LP with loss={flow.loss.name!r} has no closed-form limit; run the LP flow instead")
+        raise ValueError(
+            f"LP with loss={flow.loss.name!r} and regularizers "
+            f"{[type(r).__name__ for r in flow.regularizers]} has no closed-form limit; run the LP flow"
+        )
     A = lp_features(problem, flow.model)
     if not any(r.penalises_head for r in flow.regularizers):
         A_pinv = pinv(A)

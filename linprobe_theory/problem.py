@@ -149,7 +149,7 @@ def teacher_outputs(B_star, v_star, activation: str, x) -> Float[Array, " N"]:
 
 
 def check_teacher_activation(name) -> None:
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"teacher_activation={name!r} must be one of {tuple(ACTIVATIONS)}")
 
 

@@ -5,10 +5,11 @@ Tolerances. Smooth flows (identity, tanh, GELU, the logistic loss, every regular
 integrated with rtol = 1e-8 and their conserved quantities drift by integration error only,
 ≤ C·rtol·scale as in test_dynamics.py (measured ≤ 3e-9 absolute here). ReLU and leaky ReLU
 flows are non-smooth: a pre-activation can slide along the kink, where the solver advances at
-the step floor `dtmin` and the chatter costs an O(dtmin) error (measured: per-neuron
-balancedness drift ≈ 0.1·dtmin; full vs reduced ≤ 0.7·dtmin at t = 50), so their tolerances are
-C·dtmin and each such law is also checked to converge as dtmin shrinks. The S⊥ invariance holds
-whatever the step (every stage's increment lies in S), so it is ≤ 1e-10 for every variant.
+the step floor `dtmin` and the chatter costs an O(dtmin) error (measured at dtmin 1e-4, t = 2, 4
+seeds: per-neuron balancedness drift ≤ 1e-5 = 0.1·dtmin; full vs reduced ≤ 5.6e-4 = 5.6·dtmin),
+so their tolerances are C·dtmin and each such law is also checked to converge as dtmin shrinks.
+The S⊥ invariance holds whatever the step (every stage's increment lies in S), so it is ≤ 1e-10
+for every variant.
 """
 
 import math
@@ -127,8 +128,8 @@ def test_per_neuron_balancedness_is_conserved_for_relu_and_leaky_relu(activation
 
 @pytest.mark.parametrize("activation", ["tanh", "gelu"])
 def test_per_neuron_balancedness_drifts_for_tanh_and_gelu(activation):
-    """Neither is positively homogeneous, so the per-neuron quantity moves by O(1) (measured
-    0.06–0.08 at t = 50), far above integration error: the law above can fail."""
+    """Neither is positively homogeneous, so the per-neuron quantity moves by O(0.1) (measured
+    0.15 for tanh, 0.27 for GELU at t = 20), far above integration error: the law above can fail."""
     problem, v0 = _problem_and_head(seed=1)
     traj = lt.fine_tune(problem, v0, coordinates="full", activation=activation, **_solve_kwargs(activation))
     assert _neuron_drift(traj) > 1e-3
@@ -284,8 +285,8 @@ FULL_VS_REDUCED = {
 @given(seed=seeds, kind=head_kinds)
 def test_reduced_coordinates_are_exact_for_every_variant(variant, seed, kind):
     """`(v, Z = B E)` with `B = s B0 + (Z − s Z0)Eᵀ` against `(v, B)` integrated in full: the same
-    trajectory to integration error (≤ C·rtol·scale; measured ≤ 2e-9), or O(dtmin) for ReLU
-    (measured ≤ 7e-5 at dtmin 1e-4, t = 50)."""
+    trajectory to integration error (≤ C·rtol·scale; measured ≤ 2e-9), or O(dtmin) for ReLU, whose
+    chatter differs between the two (≤ 10·dtmin·scale; measured ≤ 5.6e-4 at dtmin 1e-4, t = 2)."""
     problem, v0 = _problem_and_head(seed, 0.1, kind)
     variant_kwargs = FULL_VS_REDUCED[variant]
     kwargs = _solve_kwargs(variant_kwargs.get("activation")) | variant_kwargs
@@ -323,3 +324,28 @@ def test_lpft_with_the_logistic_loss_starts_from_the_lp_flow():
     np.testing.assert_allclose(lpft.v[0], lp.v[-1], rtol=1e-12, atol=1e-12)
     assert bool(lpft.ok)
     assert math.isfinite(float(jnp.max(jnp.abs(lpft.B))))
+
+
+class _UserSquaredLoss(lt.Loss):
+    """The squared loss written as a user's own `Loss` (so it takes the general path)."""
+
+    name = "user_squared"
+
+    def __call__(self, f, y):
+        return jnp.sum((f - y) ** 2)
+
+
+def test_a_user_defined_loss_plugs_in_and_takes_the_general_path():
+    """A `Loss` subclass passed as `loss=` is used as written: the squared loss re-implemented by
+    a user reproduces the built-in one (the general `X E` path against the Gram form) to ~1e-13
+    (bound 1e-10), and keeps S⊥ fixed in full coordinates; LP-FT runs the LP flow for it (no
+    closed form is assumed) and lands on the same head as the closed form."""
+    problem, v0 = _problem_and_head(seed=7)
+    kwargs = _solve_kwargs(None)
+    builtin = lt.fine_tune(problem, v0, **kwargs)
+    user = lt.fine_tune(problem, v0, loss=_UserSquaredLoss(), **kwargs)
+    assert float(jnp.max(jnp.abs(builtin.B - user.B))) <= 1e-10
+    full = lt.fine_tune(problem, v0, loss=_UserSquaredLoss(), coordinates="full", **kwargs)
+    assert float(np.max(lt.orthogonal_drift(problem, full.B))) <= 1e-10
+    lpft = lt.lp_ft(problem, v0, loss=_UserSquaredLoss(), t_final=1e3, grad_tol=1e-9)
+    np.testing.assert_allclose(lpft.v[0], lt.linear_probe_solution(problem, v0), rtol=1e-6, atol=1e-8)
