@@ -22,6 +22,8 @@ from .heads import zero_head as zero_head
 from .integrate import FlowSolution as FlowSolution
 from .integrate import SolveError as SolveError
 from .integrate import SolveStatus as SolveStatus
+from .invariant_bound import InvariantBound as InvariantBound
+from .invariant_bound import invariant_ood_lower_bound as invariant_ood_lower_bound
 from .losses import id_loss as id_loss
 from .losses import ood_loss as ood_loss
 from .losses import train_loss as train_loss

@@ -12,7 +12,7 @@ from jaxtyping import PRNGKeyArray
 
 from ._validation import check_dimensions, check_int_range, check_real_range, is_concrete
 from .covariance import OODCovariance
-from .linalg import random_orthonormal_columns
+from .linalg import random_orthonormal_columns, thin_qr
 from .problem import Problem, check_teacher_activation, teacher_outputs
 
 SUBSPACE_KINDS = ("random", "axis")
@@ -38,6 +38,9 @@ class ProblemSpec:
         label_noise: standard deviation of Gaussian noise added to `y` (0: noiseless, as in
             the theory).
         input_scale: ID inputs are `input_scale ·` standard Gaussians in S.
+        isotropic_inputs: make X's m singular values equal, `Xᵀ X = n · input_scale² · P_S`
+            (the Gaussian draw orthonormalised): the whitened case with closed-form FT
+            trajectories (`closed_forms.isotropic_ft_solution`).
         teacher_activation: the teacher `y = v⋆ᵀ σ⋆(B⋆ x)`, `σ⋆` a name in `ACTIVATIONS`
             (`"identity"`: the paper's linear ground truth).
     """
@@ -54,6 +57,7 @@ class ProblemSpec:
     ood_orth_weight: float = 1.0
     label_noise: float = 0.0
     input_scale: float = 1.0
+    isotropic_inputs: bool = False
     teacher_activation: str = "identity"
 
     def __post_init__(self):
@@ -160,7 +164,10 @@ def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray, **overrides) -> Proble
 
     v_dir = jax.random.normal(k_v, (k,))
     v_star = p["v_star_norm"] * v_dir / jnp.linalg.norm(v_dir)
-    X = p["input_scale"] * jax.random.normal(k_x, (n, m)) @ Q_S.T
+    G = jax.random.normal(k_x, (n, m))
+    if spec.isotropic_inputs:
+        G = math.sqrt(n) * thin_qr(G)[0]
+    X = p["input_scale"] * G @ Q_S.T
     ood = OODCovariance.two_subspace(Q_S, p["ood_id_weight"], p["ood_orth_weight"])
     teacher = spec.teacher_activation
     y = teacher_outputs(B_star, v_star, teacher, X) + p["label_noise"] * jax.random.normal(k_noise, (n,))
