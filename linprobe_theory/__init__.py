@@ -1,6 +1,8 @@
 """linprobe-theory: the theory of "Fine-Tuning can Distort Pretrained Features and Underperform
 Out-of-Distribution" (Kumar et al., ICLR 2022) as runnable, checkable JAX code."""
 
+from .closed_forms import isotropic_ft_solution as isotropic_ft_solution
+from .closed_forms import rank_one_ft_limit as rank_one_ft_limit
 from .construction import ProblemSpec as ProblemSpec
 from .construction import make_problem as make_problem
 from .covariance import OODCovariance as OODCovariance

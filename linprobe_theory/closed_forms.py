@@ -23,7 +23,8 @@
    Evaluated stably: with `F = U diag(μ) Uᵀ`, `A = diag(e^{aμt}) UᵀQ0`,
    `hᵢ = (1 − e^{−2aμᵢt})/μᵢ` (→ `2at` as `μᵢ → 0`) and `C = diag(√(h/2)) A = U_C diag(σ) V_Cᵀ`,
    `P = U diag(√(2/h)) U_C diag(σ²/(1+σ²)) U_Cᵀ diag(√(2/h)) Uᵀ` — algebraically the same,
-   overflowing only once `aμt ≳ 700`.
+   overflowing only for `aμt ≳ 350` (`h` and `σ²` overflow there); the (autonomous) flow is
+   therefore restarted from `P(t₁)` in steps of `aμΔt ≤ 150`, so any t works.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def rank_one_ft_limit(problem: Problem, v0, learning_rates=(1.0, 1.0)):
     Needs `k = 1`, noiseless labels and `δ = v0²/η_v − ‖P_S b0‖²/η_B > 0`."""
     if problem.k != 1:
         raise ValueError(f"rank_one_ft_limit needs k = 1, got k={problem.k}")
+    _check_noiseless(problem)
     eta_v, eta_B = _rates(learning_rates)
     Q = np.asarray(problem.Q_S)
     b0 = np.asarray(problem.B0)[0]
@@ -61,6 +63,13 @@ def rank_one_ft_limit(problem: Problem, v0, learning_rates=(1.0, 1.0)):
     v_inf = np.sign(v0) * np.sqrt(v_sq)
     b0_perp = b0 - Q @ b0_S
     return v_inf, w_S + v_inf * b0_perp
+
+
+def _check_noiseless(problem: Problem, rtol: float = 1e-10) -> None:
+    """The closed forms fit `y = X w⋆`; label noise would make them silently wrong."""
+    y, fit = np.asarray(problem.y), np.asarray(problem.X @ problem.w_star)
+    if np.max(np.abs(y - fit)) > rtol * max(1.0, np.max(np.abs(fit))):
+        raise ValueError("the closed forms need noiseless labels y = X w⋆ (label_noise = 0, linear teacher)")
 
 
 def isotropy_constant(problem: Problem, rtol: float = 1e-10) -> float:
@@ -87,15 +96,37 @@ def _stable_riccati(F, Q0, a, t):
     return U @ (left @ left.T) @ U.T
 
 
+_MAX_EXPONENT = 150.0  # per restart: e^{aμt} ≤ e^{150}, so C and CᵀC stay far from overflow
+
+
+def _riccati(F, Q0, a, t):
+    """`P(t)` for any t: the flow is autonomous, so `P(t)` is the closed form restarted from
+    `P(t₁) = Q₁Q₁ᵀ` (`Q₁` its rank-k factor; the formula depends on Q0 only through Q0Q0ᵀ) in
+    steps with `a max|μ| Δt ≤ 150`."""
+    if t <= 0:
+        return Q0 @ Q0.T
+    steps = max(1, int(np.ceil(a * np.max(np.abs(np.linalg.eigvalsh(F))) * t / _MAX_EXPONENT)))
+    Q = Q0
+    for _ in range(steps):
+        P = _stable_riccati(F, Q, a, t / steps)
+        w, V = np.linalg.eigh(P)
+        top = np.argsort(w)[::-1][: Q0.shape[1]]
+        Q = V[:, top] * np.sqrt(np.maximum(w[top], 0.0))
+    return P
+
+
 def isotropic_ft_solution(problem: Problem, v0, times, learning_rates=(1.0, 1.0), balance_rtol=1e-8):
     """The FT trajectory for isotropic ID inputs and a λ-balanced start, in closed form (module
     docstring, part 2), at each of `times`.
 
     Returns a dict of arrays over `times`: `end_to_end` (`Zᵀv`, `(T, m)`, coordinates in the basis
-    `Q_S` of S), `id_loss` (`‖Zᵀv − Eᵀw⋆‖² = ‖P_S(Bᵀv − w⋆)‖²`), `head_norm_sq` (`‖v‖²`), and for
-    k = 1 with `λ > 0` (so v keeps its sign) `v` and `ood_loss` (`(Bᵀv − w⋆)ᵀΣ(Bᵀv − w⋆)`).
+    `Q_S` of S), `id_loss` (`‖Zᵀv − Eᵀw⋆‖² = ‖P_S(Bᵀv − w⋆)‖²`), `head_norm_sq` (`‖v‖²`), and
+    `ood_loss` (`(Bᵀv − w⋆)ᵀΣ(Bᵀv − w⋆)`) where it follows from P: for k = 1 with `λ > 0` (then v
+    keeps its sign; `v` is returned too), and for k > 1 with equal angles
+    (`B0 P_{S⊥} B0ᵀ = μ I`), `w⋆ ∈ S` and isotropic Σ, where it is `μ‖v‖² + ‖Zᵀv − s‖²`.
     """
     eta_v, eta_B = _rates(learning_rates)
+    _check_noiseless(problem)
     c = isotropy_constant(problem)
     Q = np.asarray(problem.Q_S)
     B0, w = np.asarray(problem.B0), np.asarray(problem.w_star)
@@ -118,12 +149,24 @@ def isotropic_ft_solution(problem: Problem, v0, times, learning_rates=(1.0, 1.0)
     Q0 = np.concatenate([Zp.T, vp[None, :]], axis=0)
     out = {"end_to_end": [], "id_loss": [], "head_norm_sq": []}
     for t in np.asarray(times, float):
-        P = _stable_riccati(F, Q0, a, t) if t > 0 else Q0 @ Q0.T
+        P = _riccati(F, Q0, a, t)
         e = gamma * P[:m, m]  # Zᵀv = γ Z'ᵀv'
         out["end_to_end"].append(e)
         out["id_loss"].append(float(np.sum((e - s) ** 2)))
         out["head_norm_sq"].append(eta_v * P[m, m])
     result = {key: np.array(val) for key, val in out.items()}
+    M = B0 @ B0.T - Z0 @ Z0.T  # B0 P_{S⊥} B0ᵀ
+    w_perp = w - Q @ s
+    isotropic_ood = abs(float(problem.ood.max_eigenvalue() - problem.ood.min_eigenvalue())) <= 1e-12
+    if (
+        k > 1
+        and isotropic_ood
+        and np.allclose(M, M[0, 0] * np.eye(k), atol=1e-10)
+        and w_perp @ w_perp <= 1e-20
+    ):
+        # Equal angles (B0 P_{S⊥} B0ᵀ = μ I) and w⋆ ∈ S: OOD = σ (μ‖v‖² + ‖Zᵀv − s‖²), Σ = σ I.
+        sigma = float(problem.ood.min_eigenvalue())
+        result["ood_loss"] = sigma * (M[0, 0] * result["head_norm_sq"] + result["id_loss"])
     if k == 1 and lam > 0:
         v = np.sign(v0[0]) * np.sqrt(result["head_norm_sq"])
         b0_perp = B0[0] - Q @ Z0[0]

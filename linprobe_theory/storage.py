@@ -46,6 +46,7 @@ class ChunkStore:
     def __init__(self, directory, sweep_fingerprint: str, *, resume: bool = False):
         self.directory = Path(directory)
         self.fingerprint = sweep_fingerprint
+        self.resume = resume
         self.directory.mkdir(parents=True, exist_ok=True)
         manifest = self.directory / "manifest.json"
         if resume and manifest.exists():
@@ -62,6 +63,11 @@ class ChunkStore:
         for stale in self.directory.glob(".chunk_*.tmp"):
             stale.unlink(missing_ok=True)
         _atomic_write(manifest, lambda f: f.write(json.dumps({"fingerprint": sweep_fingerprint}).encode()))
+
+    def substore(self, name: str) -> ChunkStore:
+        """A store in the subfolder `name`, for one of several sweeps a study runs (same resume
+        rule, its own fingerprint)."""
+        return ChunkStore(self.directory / name, f"{self.fingerprint}/{name}", resume=self.resume)
 
     def path(self, index: int) -> Path:
         return self.directory / f"chunk_{index:05d}.npz"

@@ -15,6 +15,7 @@ import pytest
 
 import linprobe_theory as lt
 from linprobe_theory.closed_forms import (
+    _riccati,
     _stable_riccati,
     isotropic_ft_solution,
     rank_one_ft_limit,
@@ -86,7 +87,7 @@ def test_stable_evaluation_equals_the_textbook_formula_where_that_is_accurate():
     """For `t ≤ 5` the two evaluations agree (1e-10); the textbook formula then loses accuracy
     (measured: 2.4e-6 off at t = 20, 0.18 off from t = 50 on, with `μ_max = 0.87`), while the
     stable one keeps solving the Riccati ODE (residual of a central difference ≤ 1e-8 up to
-    t = 400) and stays finite where `e^{2aFt}` overflows."""
+    t = 400; beyond `aμt ≈ 350` a single evaluation overflows, see the restarted one below)."""
     rng = np.random.default_rng(0)
     m, k, lam = 5, 2, -0.3
     s_hat = rng.normal(size=m)
@@ -129,3 +130,58 @@ def test_closed_forms_refuse_what_they_do_not_cover():
         rank_one_ft_limit(_isotropic_problem(3), jnp.ones(3))
     with pytest.raises(ValueError, match="not λ-balanced"):
         isotropic_ft_solution(_isotropic_problem(3), jnp.ones(3), [1.0])
+
+
+def test_equal_angle_family_with_w_star_in_s_has_its_ood_loss_in_closed_form():
+    """k = 3, zero head, equal principal angles (`B0 P_{S⊥} B0ᵀ = μ I`) and a teacher inside S:
+    `OOD(t) = μ‖v(t)‖² + ‖Zᵀv − s‖²` from P alone, against the integrated flow (1e-8 relative)."""
+    base = _isotropic_problem(3)
+    Q = np.asarray(base.Q_S)
+    B_star = (Q[:, :3] @ np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]).T  # rows in S
+    v_star = np.asarray(base.v_star)
+    problem = lt.Problem.from_arrays(
+        X=base.X, y=np.asarray(base.X) @ (B_star.T @ v_star), B_star=B_star, v_star=v_star, B0=base.B0
+    )
+    v0 = lt.zero_head(problem)
+    exact = isotropic_ft_solution(problem, v0, TIMES)
+    assert "ood_loss" in exact
+    traj = lt.fine_tune(
+        problem, v0, t_final=100.0, save_at=jnp.asarray(TIMES), rtol=1e-11, atol=1e-14, grad_tol=None
+    )
+    np.testing.assert_allclose(np.asarray(lt.ood_loss(problem, traj.v, traj.B)), exact["ood_loss"], rtol=TOL)
+
+
+def test_restarted_evaluation_reaches_any_time():
+    """Past `aμt ≈ 350` one evaluation would overflow; restarting the autonomous flow from
+    `P(t₁)` keeps `P` finite and on the Riccati ODE at `aμt ≈ 900` and `≈ 9000`."""
+    rng = np.random.default_rng(1)
+    m, k, lam = 4, 1, 0.4
+    s_hat = rng.normal(size=m)
+    F = np.block([[-lam / 2 * np.eye(m), s_hat[:, None]], [s_hat[None, :], np.array([[lam / 2]])]])
+    Q0 = 0.3 * rng.normal(size=(m + 1, k))
+    for t in (1e3 / np.max(np.abs(np.linalg.eigvalsh(F))), 1e4 / np.max(np.abs(np.linalg.eigvalsh(F)))):
+        P = _riccati(F, Q0, 1.0, t)
+        assert np.all(np.isfinite(P))
+        dP = (_riccati(F, Q0, 1.0, t + 1e-4) - _riccati(F, Q0, 1.0, t - 1e-4)) / 2e-4
+        np.testing.assert_allclose(dP, F @ P + P @ F - P @ P, atol=1e-8)
+
+
+def test_finding_ft_goes_below_the_papers_bound_for_k_1_and_poor_coverage():
+    """A finding about the paper's FT bound as this project states it (docs/theory.md): k = 1,
+    ε = 0, zero head (φ = ‖v⋆‖² = 1), coverage c = cos θ = 0.3. With `a² = 1 − c²` the invariants
+    give FT's limit in closed form, `v∞² = (−a² + √(a⁴ + 4a²))/2` (the k = 1 limit with `δ = −a²`;
+    v keeps the sign it takes, aligned with v⋆) and OOD `c²(1 − |v∞|)² = 0.004523`, while the bound
+    is `(c/(1 + ‖w⋆‖)²)² = 0.005625`: FT's own trajectory ends 20% below it. The bound holds for
+    c ≥ 0.526 (at 0.6: 0.0251 ≥ 0.0225), where `v∞² = 9/16`."""
+    spec = lt.ProblemSpec(d=40, k=1, m=10, n=20, coverage=0.3, eps=0.0)
+    problem = lt.make_problem(spec, key=jax.random.key(0))
+    v0 = lt.zero_head(problem)
+    traj = lt.fine_tune(problem, v0, t_final=100.0, rtol=1e-11, atol=1e-14, grad_tol=None, coordinates="full")
+    c = 0.3
+    a_sq = 1 - c * c
+    v_inf = np.sqrt((-a_sq + np.sqrt(a_sq**2 + 4 * a_sq)) / 2)
+    exact = c * c * (1 - v_inf) ** 2
+    np.testing.assert_allclose(float(lt.ood_loss(problem, traj.v[-1], traj.B[-1])), exact, rtol=1e-8)
+    paper = float(lt.ft_ood_lower_bound(problem, v0))
+    np.testing.assert_allclose(paper, (c / 4) ** 2, rtol=1e-12)
+    assert exact < 0.81 * paper
