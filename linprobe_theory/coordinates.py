@@ -30,6 +30,12 @@ def training_targets(problem: Problem, loss) -> Float[Array, " n"]:
     return loss.targets(problem)
 
 
+def uses_gram_form(model, loss) -> bool:
+    """The linear model with the squared loss: reduced coordinates then need only the diagonal
+    Gram form (`O(k m)`), not the inputs `X E`."""
+    return model.linear and is_squared(loss)
+
+
 class FullCoordinates(eqx.Module):
     """State `(v, B)`; the data term is `Σᵢ ℓ(vᵀ σ(B xᵢ), yᵢ)` on the rows of X."""
 
@@ -62,7 +68,7 @@ class ReducedCoordinates(eqx.Module):
         return self.rp.perp_norm
 
     def data_fit(self, model, loss):
-        if model.linear and is_squared(loss):
+        if uses_gram_form(model, loss):
             # The diagonal Gram form: O(k m), no n- or d-sized array.
             return lambda v, Z: red.gram_train_loss(self.rp, v, Z)
         if self.inputs is None:
@@ -88,7 +94,7 @@ def reduced_coordinates(rp: red.ReducedProblem, problem: Problem | None = None, 
                 f"regularizer {type(r).__name__} does not say how it moves the S⊥ part of B (perp_pull), "
                 "so reduced coordinates cannot represent it; use coordinates='full'"
             )
-    needs_inputs = flow is not None and not (flow.model.linear and is_squared(flow.loss))
+    needs_inputs = flow is not None and not uses_gram_form(flow.model, flow.loss)
     inputs = targets = None
     if needs_inputs:
         if problem is None:

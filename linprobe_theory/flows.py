@@ -22,7 +22,7 @@ from jaxtyping import Array
 from ._validation import check_real_range, is_concrete
 from .integrate import FlowSolution, integrate, tree_norm
 from .models import TwoLayer, make_model
-from .objectives import Objective, as_regularizers, is_squared, make_loss, perp_scale, perp_speed
+from .objectives import Objective, as_regularizers, make_loss, perp_scale, perp_speed
 from .options import SolveOptions
 
 METHODS = ("ft", "lp")
@@ -68,11 +68,6 @@ class Flow(eqx.Module):
     @property
     def regularizers(self):
         return self.objective.regularizers
-
-    @property
-    def is_paper_flow(self) -> bool:
-        """The paper's flow: linear model, squared loss, no regulariser (rates may differ)."""
-        return self.model.linear and is_squared(self.loss) and not self.regularizers
 
 
 def make_flow(*, activation="identity", loss="squared", regularizer=None, learning_rates=(1.0, 1.0)) -> Flow:

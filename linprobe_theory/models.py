@@ -68,12 +68,6 @@ class TwoLayer(eqx.Module):
             return inputs @ (W.T @ v)
         return self.activation(self.pre_activations(W, inputs)) @ v
 
-    @property
-    def positively_homogeneous(self) -> bool:
-        return self.activation_name in POSITIVELY_HOMOGENEOUS and self.activation is ACTIVATIONS.get(
-            self.activation_name
-        )
-
 
 def make_model(activation: str | Callable = "identity") -> TwoLayer:
     """The model with activation `activation`: a name in `ACTIVATIONS` or a callable."""
