@@ -38,6 +38,7 @@ from .objectives import Regularizer as Regularizer
 from .objectives import SquaredLoss as SquaredLoss
 from .objectives import WeightDecay as WeightDecay
 from .ood import gaussian_ood_risk as gaussian_ood_risk
+from .ood import id_inputs as id_inputs
 from .ood import ood_inputs as ood_inputs
 from .ood import ood_logistic_loss as ood_logistic_loss
 from .ood import ood_zero_one_error as ood_zero_one_error

@@ -31,15 +31,20 @@ METHODS = ("ft", "lp")
 class LearningRates(eqx.Module):
     """Per-layer rates `(η_v, η_B)`: `∂t v = −η_v ∇_v`, `∂t B = −η_B ∇_B` (default 1, 1).
 
-    Along FT the conserved quantity becomes `v vᵀ/η_v − B Bᵀ/η_B`; `η_B → 0` recovers LP."""
+    Along FT the conserved quantity becomes `v vᵀ/η_v − B Bᵀ/η_B`; `η_B → 0` recovers LP.
+    A zero rate freezes its layer: `(1, 0)` is LP, `(0, 1)` trains the features under a fixed
+    head (e.g. the LP head, "features only" after LP); at least one rate must be positive."""
 
     v: Array
     B: Array
 
     def __init__(self, v=1.0, B=1.0):
+        concrete = is_concrete(v) and is_concrete(B)
         for name, value in (("learning_rates[0] (η_v)", v), ("learning_rates[1] (η_B)", B)):
             if is_concrete(value):
-                check_real_range(name, value, 0.0, low_open=True)
+                check_real_range(name, value, 0.0)
+        if concrete and float(v) == 0.0 and float(B) == 0.0:
+            raise ValueError("learning_rates=(0.0, 0.0): at least one of η_v, η_B must be positive")
         self.v = jnp.asarray(v, float)
         self.B = jnp.asarray(B, float)
 

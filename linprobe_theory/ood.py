@@ -11,7 +11,8 @@ expectations, with `a, b ∈ R^d` and `K = aᵀΣb`, `‖a‖ = √(aᵀΣa)`, `
     E[relu(aᵀx) relu(bᵀx)]   = ‖a‖ ‖b‖ (sin θ + (π − θ) cos θ) / (2π)   (the arc-cosine kernel)
 
 The logistic model is judged by its OOD 0–1 error `P(sign f(x) ≠ sign f⋆(x))` and OOD logistic
-loss `E[log(1 + exp(−sign(f⋆(x)) f(x)))]`, both on samples.
+loss `E[log(1 + exp(−sign(f⋆(x)) f(x)))]`, both on samples. ID risks are the same estimates on
+draws from the ID law `N(0, P_S)` (`id_inputs`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def ood_inputs(problem: Problem, key, num: int) -> Float[Array, "num d"]:
     W, c, lam = problem.ood.basis, problem.ood.scale, problem.ood.spectrum
     gw = g @ W
     return jnp.sqrt(c) * (g - gw @ W.T) + (gw * jnp.sqrt(c + lam)) @ W.T
+
+
+def id_inputs(problem: Problem, key, num: int, scale=1.0) -> Float[Array, "num d"]:
+    """`num` draws of `x = scale · Q_S g`, `g ~ N(0, I_m)`: the ID law `N(0, scale² P_S)` (the
+    training inputs' law for `scale = input_scale`); with `scale = 1` the law behind
+    `losses.id_loss`, whose `‖P_S e‖² = E[(eᵀx)²]` for a linear predictor error `e`."""
+    return scale * jax.random.normal(key, (num, problem.Q_S.shape[1])) @ problem.Q_S.T
 
 
 def _outputs(problem: Problem, v, B, inputs, activation):

@@ -12,7 +12,7 @@ from jaxtyping import Array, Float
 from .diagnostics import feature_distortion
 from .dynamics import fine_tune
 from .heads import head_with_alignment, random_head, zero_head
-from .ood import ood_inputs
+from .ood import id_inputs, ood_inputs
 from .probing import linear_probe_solution
 from .problem import Problem
 
@@ -27,11 +27,6 @@ def select_head(problem: Problem, kind, phi, *, key) -> Float[Array, " k"]:
         [head_with_alignment(problem, phi), zero_head(problem), random_head(problem, key=key)]
     )
     return candidates[kind]
-
-
-def id_inputs(problem: Problem, key, num: int, scale=1.0) -> Float[Array, "num d"]:
-    """`num` fresh ID inputs `scale · Q_S g`, `g ~ N(0, I_m)`: same law as the training inputs."""
-    return scale * jax.random.normal(key, (num, problem.m)) @ problem.Q_S.T
 
 
 def distortion_over_time(

@@ -2,30 +2,16 @@
 checks pass (no run below either bound; the integrated flow follows the closed form), and
 --plot-only re-plots from the table alone."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
+from _study import load_study_module
 
 from linprobe_theory.storage import read_csv
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "experiments_bound_tightness", EXPERIMENTS / "bound_tightness.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_bound_tightness_quick_run_end_to_end(tmp_path, capsys):
-    module = _load()
+    module = load_study_module("bound_tightness")
     assert module.STUDY.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     table = read_csv(tmp_path / "bound_tightness.csv")
     for column in (

@@ -1,17 +1,13 @@
 """End-to-end: each study's --quick path writes its table, sidecar and figure, and its checks
 pass (no bound violations); --plot-only re-plots from the table alone."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _study import load_study_module
 
 from linprobe_theory.storage import read_csv
-
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 COLUMNS = {
     "sweep_alignment": [
@@ -40,11 +36,7 @@ COLUMNS = {
 
 
 def load_study(name):
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module.STUDY
+    return load_study_module(name).STUDY
 
 
 @pytest.mark.parametrize("name", list(COLUMNS))

@@ -43,11 +43,11 @@ VARIANT_CASES = [
     (lambda: dict(loss="hinge"), r"loss='hinge' is unknown; choose one of \('squared', 'logistic'\)"),
     (
         lambda: dict(learning_rates=(1.0, -1.0)),
-        r"learning_rates\[1\] \(η_B\)=-1.0 is out of range \(0, inf\]",
+        r"learning_rates\[1\] \(η_B\)=-1.0 is out of range \[0, inf\]",
     ),
     (
-        lambda: dict(learning_rates=(0.0, 1.0)),
-        r"learning_rates\[0\] \(η_v\)=0.0 is out of range \(0, inf\]",
+        lambda: dict(learning_rates=(0.0, 0.0)),
+        r"learning_rates=\(0.0, 0.0\): at least one of η_v, η_B must be positive",
     ),
     (lambda: dict(learning_rates=(float("nan"), 1.0)), r"learning_rates\[0\] \(η_v\)=nan must be finite"),
     (lambda: dict(learning_rates=(1.0, float("inf"))), r"learning_rates\[1\] \(η_B\)=inf must be finite"),
