@@ -24,7 +24,7 @@ from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import COLORS, new_figure, positive
 from linprobe_theory.studies import HEAD_KINDS, select_head
-from linprobe_theory.study_tools import CommonConfig, run_sweep
+from linprobe_theory.study_tools import CommonConfig, failed_solves, param_grid, run_sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,18 +63,12 @@ def _grid(config: Config, k: int) -> dict[str, np.ndarray]:
         for s in range(config.seeds)
         for kind, phi in heads
     ]
-    cols = zip(*rows, strict=True)
-    return dict(
-        zip(("k", "coverage", "eps", "seed", "head_kind", "phi_target"), map(np.array, cols), strict=True)
-    )
+    return param_grid(("k", "coverage", "eps", "seed", "head_kind", "phi_target"), rows)
 
 
 def _closed_form_grid(config: Config) -> dict[str, np.ndarray]:
     rows = [(1, c, 0.0, s, 3, np.nan) for c in config.coverages for s in range(config.closed_form_seeds)]
-    cols = zip(*rows, strict=True)
-    return dict(
-        zip(("k", "coverage", "eps", "seed", "head_kind", "phi_target"), map(np.array, cols), strict=True)
-    )
+    return param_grid(("k", "coverage", "eps", "seed", "head_kind", "phi_target"), rows)
 
 
 def _setup(config: Config, k: int, closed_form: bool):
@@ -282,7 +276,7 @@ def check(table, config: Config) -> list[str]:
         failures.append(
             f"integrated FT departs from the closed form by {np.max(r['closed_form_deviation']):.2e}"
         )
-    if np.any(table["ft_status"] > 1):
+    if failed_solves(table, "ft_status"):
         failures.append("some solves failed (status > 1)")
     return failures
 

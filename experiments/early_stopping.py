@@ -18,7 +18,7 @@ import linprobe_theory as lt
 from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import COLORS, new_figure, positive
-from linprobe_theory.study_tools import CommonConfig, run_sweep
+from linprobe_theory.study_tools import CommonConfig, failed_solves, run_sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +158,7 @@ def check(table, config: Config) -> list[str]:
     _, min_ft, bound, _ = per_run(table)
     bad = int(np.sum(min_ft < bound * (1 - 1e-6)))
     failures = [f"{bad} runs dip below the FT lower bound"] if bad else []
-    if np.any(table["ft_status"] > 1):
+    if failed_solves(table, "ft_status"):
         failures.append("some FT solves failed")
     return failures
 

@@ -32,7 +32,7 @@ from linprobe_theory.experiment import Study, field
 from linprobe_theory.ood import ood_inputs, ood_zero_one_error
 from linprobe_theory.plotting import COLORS, median_band, new_figure, positive
 from linprobe_theory.studies import HEAD_KINDS, select_head
-from linprobe_theory.study_tools import CommonConfig, run_sweep
+from linprobe_theory.study_tools import CommonConfig, failed_solves, run_sweep
 
 METHODS_C = ("FT", "LP", "LP-FT", "FT-frozen-head")
 METHODS_D = ("FT", "LP", "LP-FT")
@@ -195,7 +195,8 @@ def _logistic_part(config: Config, store, progress):
     def one_run(p, key):
         problem, v0 = setup(p, key)
         # LP-FT for the logistic loss: FT from the LP flow's state at t_final (as `lt.lp_ft`).
-        v_lp = lt.linear_probe(problem, v0, **kw).v[-1]
+        lp = lt.linear_probe(problem, v0, **kw)
+        v_lp = lp.v[-1]
         heads = jnp.stack([v0, v_lp])
         red = jax.vmap(lambda v: lt.fine_tune(problem, v, **kw))(heads)
         full = jax.vmap(lambda v: lt.fine_tune(problem, v, coordinates="full", save_at=saves, **kw))(heads)
@@ -211,7 +212,8 @@ def _logistic_part(config: Config, store, progress):
             "d_01_full": ood_zero_one_error(problem, v_f, B_f, inputs=x),
             "d_full_vs_reduced": jnp.max(jnp.abs(v_f - v_m), axis=-1),
             "d_drift": jnp.stack([drift[0], 0.0 * drift[0], drift[1]]),
-            "d_status": jnp.stack([red.status[0], 0 * red.status[0], red.status[1]]),
+            # LP-FT fails if either of its phases does.
+            "d_status": jnp.stack([red.status[0], lp.status, jnp.maximum(lp.status, red.status[1])]),
         }
 
     params = _params(config, config.logistic_seeds)
@@ -470,12 +472,23 @@ def plot(table, config: Config):
     return fig
 
 
+def _ranks(x):
+    """Ranks with ties averaged; values equal to 12 significant digits tie (every zero head has
+    φ = ‖v⋆‖² = 1 up to round-off)."""
+    x = np.array([float(f"{value:.12g}") for value in x])
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    for value in np.unique(x):
+        ranks[x == value] = ranks[x == value].mean()
+    return ranks
+
+
 def _spearman(x, y):
-    """Spearman's rank correlation (no ties expected among continuous values)."""
+    """Spearman's rank correlation (average ranks for ties)."""
     if len(x) < 3:
         return float("nan")
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
 
 
 def wise_stats(table):
@@ -627,7 +640,7 @@ def summarise(table, config: Config) -> str:
         f"     S⊥ drift (full coordinates, FT and LP-FT): max {np.nanmax(d['orth_drift']):.1e}; full vs reduced: "
         f"head diff max {np.nanmax(d['full_vs_reduced']):.1e}, 0–1 error diff max "
         f"{np.max(np.abs(d['ood_01_full'] - d['ood_01'])):.2g}",
-        f"  solver failures: {int(np.sum(table['status'] > 1))}",
+        f"  solver failures: {failed_solves(table, 'status')}",
     ]
     return "\n".join(lines)
 
@@ -660,7 +673,7 @@ def check(table, config: Config) -> list[str]:
     d = _part(table, "d")
     if np.nanmax(d["orth_drift"]) > DRIFT_TOL:
         failures.append(f"(d) logistic S⊥ drift {np.nanmax(d['orth_drift']):.2e} > {DRIFT_TOL:g}")
-    if np.any(table["status"] > 1):
+    if failed_solves(table, "status"):
         failures.append("some solves failed (status > 1)")
     return failures
 

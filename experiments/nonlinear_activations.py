@@ -24,15 +24,24 @@ import numpy as np
 
 import linprobe_theory as lt
 from linprobe_theory.experiment import Study, field
-from linprobe_theory.plotting import COLORS, new_figure, positive
+from linprobe_theory.plotting import COLORS, new_figure, plot_medians, positive
 from linprobe_theory.studies import select_head
-from linprobe_theory.study_tools import CommonConfig, run_sweep
+from linprobe_theory.study_tools import CommonConfig, failed_solves, param_grid, run_sweep
 from linprobe_theory.variant_comparison import compare_variant, make_risks
 
 KEEP = [
     f"{m}_{q}"
     for m in ("ft", "lpft")
-    for q in ("ood_final", "ood_min", "id_final", "train_final", "status", "steps", "perp_residual")
+    for q in (
+        "ood_final",
+        "ood_min",
+        "t_ood_min",
+        "id_final",
+        "train_final",
+        "status",
+        "steps",
+        "perp_residual",
+    )
 ] + ["lp_ood", "lp_id", "phi", "ood_estimator", "id_estimator"]
 KINKED = ("relu", "leaky_relu")
 PERP_TOL = 1e-10  # the S⊥ law is exact: only round-off may move the pre-activations there
@@ -77,9 +86,7 @@ def parse_case(case: str) -> tuple[str, str]:
 def _grid(config: Config) -> dict[str, np.ndarray]:
     heads = [(0, phi) for phi in config.phis] + [(1, 0.0), (2, 0.0)]
     rows = [(e, s, kind, phi) for e in config.eps for s in range(config.seeds) for kind, phi in heads]
-    return dict(
-        zip(("eps", "seed", "head_kind", "phi_target"), map(np.array, zip(*rows, strict=True)), strict=True)
-    )
+    return param_grid(("eps", "seed", "head_kind", "phi_target"), rows)
 
 
 def _case_table(config: Config, case: str, store, progress) -> dict[str, np.ndarray]:
@@ -93,8 +100,13 @@ def _case_table(config: Config, case: str, store, progress) -> dict[str, np.ndar
 
     def one_run(p, key):
         problem = lt.make_problem(spec, key=jax.random.fold_in(base, p["seed"]), eps=p["eps"])
-        v0 = select_head(problem, p["head_kind"], p["phi_target"], key=key)
-        risks = make_risks(problem, student, key=jax.random.fold_in(key, 7), num_samples=config.samples)
+        # Heads and risk samples depend on the seed alone, so runs are paired across ε.
+        v0 = select_head(
+            problem, p["head_kind"], p["phi_target"], key=jax.random.fold_in(base, 10_000 + p["seed"])
+        )
+        risks = make_risks(
+            problem, student, key=jax.random.fold_in(base, 20_000 + p["seed"]), num_samples=config.samples
+        )
         out = compare_variant(
             problem,
             v0,
@@ -161,12 +173,14 @@ def plot(table, config: Config):
     for row, case in enumerate(config.cases):
         c = table["case"] == case
         ax_eps, ax_phi, ax_id = axes[row]
-        for label, column in (("FT (best t)", "ft_ood_min"), ("LP", "lp_ood"), ("LP-FT", "lpft_ood_final")):
-            color = COLORS[label.split()[0]]
-            eps = np.unique(table["eps"][c])
-            med = [np.median(table[column][c & (table["eps"] == e)]) for e in eps]
+        ood_curves = (
+            ("FT (best t)", "ft_ood_min", "-o", COLORS["FT"]),
+            ("LP", "lp_ood", "-o", COLORS["LP"]),
+            ("LP-FT", "lpft_ood_final", "-o", COLORS["LP-FT"]),
+        )
+        for _, column, _, color in ood_curves:
             ax_eps.scatter(table["eps"][c], positive(table[column][c]), s=8, alpha=0.35, color=color)
-            ax_eps.plot(eps, positive(med), "-o", ms=3, color=color, label=label)
+        plot_medians(ax_eps, table, "eps", c, ood_curves, ms=3)
         ax_eps.set(
             xscale="log", yscale="log", xlabel="feature error ε", ylabel="OOD risk", title=f"{case}: OOD vs ε"
         )
@@ -188,14 +202,12 @@ def plot(table, config: Config):
             ylabel="OOD risk",
             title=f"ε = {np.min(table['eps']):g}",
         )
-        for label, column, style in (
-            ("FT", "ft_id_final", "-o"),
-            ("LP", "lp_id", "-s"),
-            ("LP-FT", "lpft_id_final", "--^"),
-        ):
-            eps = np.unique(table["eps"][c])
-            med = [np.median(table[column][c & (table["eps"] == e)]) for e in eps]
-            ax_id.plot(eps, positive(med), style, ms=4, color=COLORS[label], label=label)
+        id_curves = (
+            ("FT", "ft_id_final", "-o", COLORS["FT"]),
+            ("LP", "lp_id", "-s", COLORS["LP"]),
+            ("LP-FT", "lpft_id_final", "--^", COLORS["LP-FT"]),
+        )
+        plot_medians(ax_id, table, "eps", c, id_curves, ms=4)
         ax_id.set(xscale="log", yscale="log", xlabel="feature error ε", ylabel="ID risk (median)", title="ID")
         for ax in axes[row]:
             ax.title.set_fontsize(9)
@@ -208,7 +220,8 @@ def summarise(table, config: Config) -> str:
     lines = [
         f"nonlinear_activations: {len(table['run'])} problems × (FT, LP, LP-FT), full coordinates",
         f"  per case at ε = {np.min(table['eps']):g}: LP beats FT OOD in the share of runs, median OOD(LP)/OOD(FT)",
-        "  slopes of log OOD: LP vs log ε, FT (best t) vs log ε, FT vs log φ; LP-FT within 10% of the best",
+        "  slopes of log OOD: LP vs log ε, FT (best saved t, t = 0 included) vs log ε, FT vs log φ;",
+        "  LP-FT (final) within 10% of min(FT at its best saved t, LP) on OOD, and of min(FT, LP) on ID",
     ]
     for case, r in f.items():
         lines.append(
@@ -216,7 +229,11 @@ def summarise(table, config: Config) -> str:
             f"slope LP/ε {r['lp_eps_slope']:.2f}, FT/ε {r['ft_eps_slope']:.2f}, FT/φ {r['ft_phi_slope']:.2f}; "
             f"LP-FT best OOD {r['lpft_best_ood']:.0%}, ID {r['lpft_best_id']:.0%}; S⊥ drift {r['perp_drift']:.1e}"
         )
-    fails = int(np.sum(table["ft_status"] > 1) + np.sum(table["lpft_status"] > 1))
+    at_start = int(np.sum(table["ft_t_ood_min"] == 0))
+    lines.append(
+        f"  FT's best saved OOD is its start (t = 0, no fine-tuning) in {at_start}/{len(table['run'])} runs"
+    )
+    fails = failed_solves(table, "ft_status", "lpft_status")
     lines.append(
         f"  solver failures: {fails}; sampled OOD risks in cases {sorted(map(str, set(table['case'][table['ood_estimator'] == 1])))}"
     )
@@ -230,7 +247,7 @@ def check(table, config: Config) -> list[str]:
     for case, r in fits(table, config).items():
         if not r["perp_drift"] <= PERP_TOL:
             failures.append(f"{case}: S⊥ pre-activations moved by {r['perp_drift']:.2e} > {PERP_TOL:g}")
-    if np.any(table["ft_status"] > 1) or np.any(table["lpft_status"] > 1):
+    if failed_solves(table, "ft_status", "lpft_status"):
         failures.append("some solves failed (status > 1)")
     return failures
 

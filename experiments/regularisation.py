@@ -25,7 +25,7 @@ from linprobe_theory.experiment import Study, field
 from linprobe_theory.objectives import perp_scale
 from linprobe_theory.plotting import COLORS, new_figure, positive
 from linprobe_theory.studies import select_head
-from linprobe_theory.study_tools import CommonConfig, run_sweep
+from linprobe_theory.study_tools import CommonConfig, failed_solves, param_grid, run_sweep
 from linprobe_theory.variant_comparison import compare_variant, make_risks
 
 KINDS = ("none", "weight_decay_B", "weight_decay_both", "l2sp")
@@ -49,8 +49,9 @@ KEEP = [
     for m in ("ft", "lpft")
     for q in ("ood_final", "ood_min", "id_final", "status", "perp_residual")
 ] + ["lp_ood", "lp_id", "phi"]
-# Full coordinates integrate the S⊥ decay numerically: rtol 1e-8 per step, relative to ‖B0 P_{S⊥}‖.
-PERP_RTOL = 1e-6
+# Full coordinates integrate the S⊥ decay ∂t(B P_{S⊥}) = −2μ B P_{S⊥} numerically, with local
+# error control at rtol 1e-8, relative to ‖B0 P_{S⊥}‖ (measured: ≤ 3e-11).
+PERP_RTOL = 1e-8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +106,7 @@ def _sweep(config: Config, params, coordinates: str, store, progress):
 
 def _params(cells, seeds, heads):
     rows = [(KINDS.index(kind), lam, s, h) for kind, lam in cells for s in seeds for h in heads]
-    names = ("kind_code", "lam", "seed", "head_kind")
-    return dict(zip(names, map(np.array, zip(*rows, strict=True)), strict=True))
+    return param_grid(("kind_code", "lam", "seed", "head_kind"), rows)
 
 
 def compute(config: Config, store, progress):
@@ -196,7 +196,7 @@ def summarise(table, config: Config) -> str:
                 )
             )
             worse = (
-                f"FT OOD > 1.1× unregularised from λ = {hurt[0]:g} (S⊥ scale s(T) = {scale[hurt[0]]:.3g})"
+                f"FT OOD first > 1.1× unregularised at λ = {hurt[0]:g} (S⊥ scale s(T) = {scale[hurt[0]]:.3g})"
                 if hurt.size
                 else "FT OOD never 10% worse"
             )
@@ -208,7 +208,7 @@ def summarise(table, config: Config) -> str:
     rel = np.maximum(table["ft_perp_residual"], table["lpft_perp_residual"])[full] / table["perp_norm"][full]
     lines.append(
         f"  S⊥ law in full coordinates ({int(full.sum())} runs): max ‖(B − s(t)B0)P_S⊥‖/‖B0 P_S⊥‖ = {np.max(rel):.2e}; "
-        f"failures {int(np.sum(table['ft_status'] > 1) + np.sum(table['lpft_status'] > 1))}"
+        f"failures {failed_solves(table, 'ft_status', 'lpft_status')}"
     )
     return "\n".join(lines)
 
@@ -218,9 +218,9 @@ def check(table, config: Config) -> list[str]:
     failures = []
     full = table["coordinates"] == "full"
     rel = np.maximum(table["ft_perp_residual"], table["lpft_perp_residual"])[full] / table["perp_norm"][full]
-    if rel.size and np.max(rel) > PERP_RTOL:
+    if rel.size and not np.max(rel) <= PERP_RTOL:
         failures.append(f"S⊥ features left s(t)·B0: relative residual {np.max(rel):.2e} > {PERP_RTOL:g}")
-    if np.any(table["ft_status"] > 1) or np.any(table["lpft_status"] > 1):
+    if failed_solves(table, "ft_status", "lpft_status"):
         failures.append("some solves failed (status > 1)")
     return failures
 

@@ -20,7 +20,7 @@ from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import COLORS, new_figure, positive
 from linprobe_theory.studies import HEAD_KINDS, select_head
-from linprobe_theory.study_tools import CommonConfig, run_sweep
+from linprobe_theory.study_tools import CommonConfig, failed_solves, run_sweep
 
 ROUND_OFF = 1e-14  # OOD losses below this are zero up to float64 round-off
 
@@ -167,7 +167,7 @@ def plot(table, config: Config):
 
 def summarise(table, config: Config) -> str:
     ratio = table["tightness"][np.isfinite(table["tightness"])]
-    failed = int(np.sum(table["ft_status"] > 1) + np.sum(table["lpft_status"] > 1))
+    failed = failed_solves(table, "ft_status", "lpft_status")
     not_steady = int(np.sum(table["ft_status"] == 0)), int(np.sum(table["lpft_status"] == 0))
     lines = [
         f"sweep_alignment: {len(table['run'])} runs (ε ∈ {[float(e) for e in np.unique(table['eps'])]}, "
@@ -197,7 +197,7 @@ def check(table, config: Config) -> list[str]:
     failures = []
     if np.sum(table["bound_violation"]):
         failures.append(f"{int(np.sum(table['bound_violation']))} runs violate the FT lower bound")
-    if np.any(table["ft_status"] > 1) or np.any(table["lpft_status"] > 1):
+    if failed_solves(table, "ft_status", "lpft_status"):
         failures.append("some solves failed (status > 1)")
     return failures
 

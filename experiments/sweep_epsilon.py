@@ -19,7 +19,7 @@ import linprobe_theory as lt
 from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import COLORS, median_band, new_figure, positive
-from linprobe_theory.study_tools import CommonConfig, run_sweep
+from linprobe_theory.study_tools import CommonConfig, failed_solves, run_sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +119,7 @@ def summarise(table, config: Config) -> str:
         "(theory: 2)",
         f"  median OOD(LP)/OOD(FT): {med[0]:.2e} at ε={eps[0]:.1e}, {med[-1]:.3g} at ε={eps[-1]:.2g}",
         f"  LP above our upper bound: {int(np.sum(table['lp_ood'] > table['lp_bound'] * (1 + 1e-9)))} runs",
-        f"  solver failures: {int(np.sum(table['ft_status'] > 1))}",
+        f"  solver failures: {failed_solves(table, 'ft_status')}",
     ]
     return "\n".join(lines)
 

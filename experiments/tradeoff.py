@@ -20,7 +20,7 @@ import linprobe_theory as lt
 from linprobe_theory.comparison import compare_methods
 from linprobe_theory.experiment import Study, field
 from linprobe_theory.plotting import new_figure
-from linprobe_theory.study_tools import CommonConfig, run_sweep
+from linprobe_theory.study_tools import CommonConfig, failed_solves, run_sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +129,7 @@ def summarise(table, config: Config) -> str:
             f"  LP beats FT OOD in {int(np.sum(ood > 1))}/{cells} cells; FT beats LP ID in {int(np.sum(idd > 0))}/{cells}",
             f"  LP-FT within 10% of the best OOD method in {int(np.sum(both <= 1.1))}/{cells} cells "
             f"(median ratio {np.median(both):.3g})",
-            f"  solver failures: {int(np.sum(table['ft_status'] > 1) + np.sum(table['lpft_status'] > 1))}",
+            f"  solver failures: {failed_solves(table, 'ft_status', 'lpft_status')}",
         ]
     )
 

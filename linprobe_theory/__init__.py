@@ -24,6 +24,12 @@ from .heads import zero_head as zero_head
 from .integrate import FlowSolution as FlowSolution
 from .integrate import SolveError as SolveError
 from .integrate import SolveStatus as SolveStatus
+from .interpolation import id_quartic as id_quartic
+from .interpolation import interpolate as interpolate
+from .interpolation import ood_quartic as ood_quartic
+from .interpolation import quartic_minimum as quartic_minimum
+from .interpolation import quartic_value as quartic_value
+from .interpolation import train_quartic as train_quartic
 from .invariant_bound import InvariantBound as InvariantBound
 from .invariant_bound import invariant_ood_lower_bound as invariant_ood_lower_bound
 from .losses import id_loss as id_loss
@@ -57,5 +63,8 @@ from .theory import feature_error as feature_error
 from .theory import ft_ood_lower_bound as ft_ood_lower_bound
 from .theory import head_alignment_error as head_alignment_error
 from .theory import lp_ood_upper_bound as lp_ood_upper_bound
+from .variant_comparison import Risks as Risks
+from .variant_comparison import compare_variant as compare_variant
+from .variant_comparison import make_risks as make_risks
 
 __version__ = "0.1.0"

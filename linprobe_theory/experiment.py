@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.metadata
+import json
 import subprocess
 import sys
 import time
@@ -135,6 +136,9 @@ class Study:
             if not table_path.exists():
                 raise SystemExit(f"--plot-only: no table at {table_path}; run the study first")
             table = read_csv(table_path)
+            # The table's own config (from its sidecar), not this command line's: the plot and
+            # summary label and group what the table holds.
+            config = _recorded_config(out / f"{self.name}.json", self.config_cls) or config
         else:
             started = time.time()
             store = ChunkStore(out / "chunks", fingerprint(dataclasses.asdict(config)), resume=args.resume)
@@ -169,6 +173,16 @@ class Study:
         for message in failures:
             print("CHECK FAILED:", message, file=sys.stderr)
         return 1 if failures else 0
+
+
+def _recorded_config(sidecar: Path, config_cls):
+    """The config a table was computed with, from its JSON sidecar (None if there is none)."""
+    if not sidecar.exists():
+        return None
+    recorded = json.loads(sidecar.read_text()).get("config", {})
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names}
+    return config_cls(**values)
 
 
 def save_figure(fig, stem: Path) -> None:

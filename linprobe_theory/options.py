@@ -43,14 +43,14 @@ class SolveOptions(eqx.Module):
             kinks error control is unchanged.
 
     Tolerances and the solver are static (a change recompiles); `t_final` and `save_at` are
-    arrays.
+    arrays, and so is `grad_tol` when it is given traced.
     """
 
     t_final: Float[Array, ""]
     save_at: Float[Array, " T"] | None
     rtol: float
     atol: float
-    grad_tol: float | None
+    grad_tol: float | Float[Array, ""] | None
     max_steps: int
     solver: diffrax.AbstractSolver
     dtmin: float | None
@@ -72,7 +72,7 @@ class SolveOptions(eqx.Module):
             check_real_range("t_final", t_final, 0.0, low_open=True)
         check_real_range("rtol", rtol, 0.0, low_open=True)
         check_real_range("atol", atol, 0.0, low_open=True)
-        if grad_tol is not None:
+        if grad_tol is not None and is_concrete(grad_tol):
             check_real_range("grad_tol", grad_tol, 0.0, low_open=True)
         if dtmin is not None:
             check_real_range("dtmin", dtmin, 0.0, low_open=True)
@@ -98,7 +98,10 @@ class SolveOptions(eqx.Module):
         self.save_at = save_at
         self.rtol = float(rtol)
         self.atol = float(atol)
-        self.grad_tol = None if grad_tol is None else float(grad_tol)
+        # A traced grad_tol (e.g. scaled per run by the rates of a vmapped sweep) stays an array.
+        if grad_tol is not None:
+            grad_tol = float(grad_tol) if is_concrete(grad_tol) else jnp.asarray(grad_tol, float)
+        self.grad_tol = grad_tol
         self.max_steps = int(max_steps)
         self.solver = FusedTsit5() if solver is None else solver
         self.dtmin = None if dtmin is None else float(dtmin)

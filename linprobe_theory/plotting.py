@@ -31,3 +31,13 @@ def median_band(x, y, groups=None):
     lo = np.array([np.nanpercentile(y[x == v], 25) for v in xs])
     hi = np.array([np.nanpercentile(y[x == v], 75) for v in xs])
     return xs, med, lo, hi
+
+
+def plot_medians(ax, table, x: str, rows, curves, **kwargs) -> None:
+    """For each `(label, column, style, color)` in `curves`: the median of `table[column]` over
+    the selected `rows` at each distinct value of `table[x]`, drawn as one line (non-positive
+    medians left out, for log axes)."""
+    xs = np.unique(table[x][rows])
+    for label, column, style, color in curves:
+        med = [np.median(table[column][rows & (table[x] == value)]) for value in xs]
+        ax.plot(xs, positive(med), style, color=color, label=label, **kwargs)

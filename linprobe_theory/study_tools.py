@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from .experiment import field
+from .integrate import SolveStatus
 from .sweep import run_batch, stiffness_estimates, stiffness_order
 
 
@@ -44,3 +47,13 @@ def run_sweep(one_run, params, *, key, config, store, progress, setup=None) -> d
     return run_batch(
         one_run, params, key=key, chunk_size=config.chunk_size, store=store, progress=progress, order=order
     )
+
+
+def param_grid(names, rows) -> dict[str, np.ndarray]:
+    """A sweep's parameters as columns: `rows` holds one tuple per run, in the order of `names`."""
+    return dict(zip(names, map(np.array, zip(*rows, strict=True)), strict=True))
+
+
+def failed_solves(table, *columns: str) -> int:
+    """How many entries of the status `columns` say a solve failed (beyond steady state)."""
+    return int(sum(np.sum(np.asarray(table[c]) > SolveStatus.STEADY_STATE) for c in columns))

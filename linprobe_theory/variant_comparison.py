@@ -105,11 +105,12 @@ def compare_variant(
     `m_id_min`, `m_id_at_ood_min` and `m_t_ood_min` (ID risk and time where OOD is least),
     `m_train_final` (the data term `Σᵢ ℓ(f(xᵢ), yᵢ)`), `m_status`, `m_steps`,
     `m_t_stop`, `m_perp_residual` (max over saves of `‖(B − s(t) B0) P_{S⊥}‖_F`, `s` the exact
-    S⊥ scale a regulariser imposes, `objectives.perp_scale`: a measurement only in full
-    coordinates, structurally 0 in reduced ones), `m_conserved_drift` (max over saves of
-    `‖Q(t) − Q(0)‖_F`, `Q = (η_B v vᵀ − η_v B Bᵀ)/max(η_v, η_B)`, conserved by the linear
-    squared-loss flow without regulariser), and `m_ood_t`, `m_id_t` `(num_saves,)`; `lp_ood`,
-    `lp_id`, `lp_train`; `phi`, `t`, and the `ood_estimator`/`id_estimator` codes.
+    S⊥ scale a regulariser imposes, `objectives.perp_scale`, at `min(t, t_stop)`: a measurement
+    only in full coordinates, structurally 0 in reduced ones), `m_conserved_drift` (max over
+    saves of `‖Q(t) − Q(0)‖_F`, `Q = (η_B v vᵀ − η_v B Bᵀ)/max(η_v, η_B)`, conserved by the linear
+    squared-loss flow without regulariser) and `m_conserved_scale` (`‖Q(0)‖_F`), and `m_ood_t`,
+    `m_id_t` `(num_saves,)`; `lp_ood`, `lp_id`, `lp_train`; `phi`, `t`, and the
+    `ood_estimator`/`id_estimator` codes.
     Runs are returned with their status (`check=False`), so this maps under `jit`/`vmap`.
     """
     ts = log_time_grid(t_final, num_saves)
@@ -120,7 +121,6 @@ def compare_variant(
     flow = make_flow(**variant)
     model = make_model(activation)
     targets = training_targets(problem, flow.loss)
-    s = perp_scale(flow.regularizers, flow.rates.B, ts)
     eta_v, eta_B = flow.rates.v, flow.rates.B
     scale = jnp.maximum(eta_v, eta_B)
 
@@ -134,6 +134,8 @@ def compare_variant(
     trajectories = {"ft": fine_tune(problem, v0, **kwargs), "lpft": lp_ft(problem, v0, **kwargs)}
     for name, traj in trajectories.items():
         ood, idr = risks.ood(problem, traj.v, traj.B), risks.id(problem, traj.v, traj.B)
+        # After a steady-state stop the remaining saves hold the state at t_stop.
+        s = perp_scale(flow.regularizers, flow.rates.B, jnp.minimum(ts, traj.t_stop))
         perp = traj.B - s[:, None, None] * problem.B0
         perp = perp - (perp @ problem.Q_S) @ problem.Q_S.T
         q = jax.vmap(conserved)(traj.v, traj.B)
@@ -150,6 +152,7 @@ def compare_variant(
             f"{name}_t_stop": traj.t_stop,
             f"{name}_perp_residual": jnp.max(jnp.sqrt(jnp.sum(perp * perp, axis=(-2, -1)))),
             f"{name}_conserved_drift": jnp.max(jnp.sqrt(jnp.sum((q - q[0]) ** 2, axis=(-2, -1)))),
+            f"{name}_conserved_scale": jnp.sqrt(jnp.sum(q[0] ** 2)),
             f"{name}_ood_t": ood,
             f"{name}_id_t": idr,
         }

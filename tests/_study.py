@@ -18,7 +18,8 @@ def load_study_module(name: str):
 def run_quick_end_to_end(name: str, tmp_path, columns) -> dict:
     """Run `<name>.py --quick` into `tmp_path` and return its table, after asserting: its checks
     passed (exit 0), `columns` are present, the sidecar and both figure files were written, and
-    `--plot-only` redraws the figure from the table alone."""
+    `--plot-only` redraws the figure from the table alone — with the config recorded beside it,
+    not the command line's (the replot is asked for without `--quick`)."""
     import json
 
     from linprobe_theory.storage import read_csv
@@ -33,6 +34,7 @@ def run_quick_end_to_end(name: str, tmp_path, columns) -> dict:
     for suffix in (".png", ".pdf"):
         assert (tmp_path / f"{name}{suffix}").stat().st_size > 1000
     (tmp_path / f"{name}.png").unlink()
-    assert study.main(["--quick", "--out", str(tmp_path), "--plot-only", "--no-progress"]) == 0
-    assert (tmp_path / f"{name}.png").exists()
+    replot = ["--out", str(tmp_path), "--figure-dir", str(tmp_path / "replot"), "--plot-only"]
+    assert study.main(replot) == 0
+    assert (tmp_path / f"{name}.png").exists() and (tmp_path / "replot" / f"{name}.png").exists()
     return table

@@ -3,7 +3,7 @@ layerwise rates, regularisation) write their tables, sidecars and figures, their
 pass, and the laws hold in the tables themselves."""
 
 import numpy as np
-from _study import run_quick_end_to_end
+from _study import load_study_module, run_quick_end_to_end
 
 
 def test_nonlinear_activations_quick(tmp_path, capsys):
@@ -28,11 +28,13 @@ def test_layerwise_rates_quick(tmp_path, capsys):
         tmp_path,
         ["ratio", "head", "ft_ood_final", "ft_ood_min", "ft_id_at_ood_min", "lpft_ood_final", "lp_ood"],
     )
-    drift = np.maximum(table["ft_conserved_drift"], table["lpft_conserved_drift"]) / table["conserved_scale"]
-    assert np.max(drift) <= 1e-5
-    # η_B ≪ η_v: the head converges first, so FT ends near LP-FT at the same rates.
-    slow = table["ratio"] == np.min(table["ratio"])
-    assert np.all(np.abs(table["ft_ood_final"][slow] / table["lpft_ood_final"][slow] - 1) < 0.2)
+    module = load_study_module("layerwise_rates")
+    assert np.max(module.conserved_drift(table)) <= 1e-5
+    # η_B ≪ η_v: the head converges first, and FT ends far closer to LP-FT's OOD loss than at
+    # equal rates (where FT distorts the features from the start).
+    slow, equal = table["ratio"] == np.min(table["ratio"]), table["ratio"] == 1.0
+    gap = np.abs(np.log(table["ft_ood_final"] / table["lpft_ood_final"]))
+    assert np.median(gap[slow]) < np.median(gap[equal])
     assert "conserved" in capsys.readouterr().out
 
 
@@ -54,7 +56,10 @@ def test_regularisation_quick(tmp_path, capsys):
     full = table["coordinates"] == "full"
     assert full.any()
     rel = np.maximum(table["ft_perp_residual"], table["lpft_perp_residual"])[full] / table["perp_norm"][full]
-    assert np.max(rel) <= 1e-6
+    assert np.max(rel) <= 1e-8
+    # In reduced coordinates the law is structural (round-off only), steady-state stops included.
+    reduced = ~full
+    assert np.max(np.maximum(table["ft_perp_residual"], table["lpft_perp_residual"])[reduced]) <= 1e-12
     decay = table["kind"] == "weight_decay_B"
     assert np.allclose(table["perp_scale_final"][decay], np.exp(-2 * table["lam"][decay] * 50.0), rtol=1e-12)
     assert np.all(table["perp_scale_final"][table["kind"] == "l2sp"] == 1.0)

@@ -2,12 +2,8 @@
 its law checks pass (the WiSE-FT sweep is its quartic, τ → ∞ is LP-FT, the frozen head does not
 move, the logistic flow keeps S⊥ fixed), and --plot-only re-plots from the table alone."""
 
-import json
-
 import numpy as np
-from _study import load_study_module
-
-from linprobe_theory.storage import read_csv
+from _study import run_quick_end_to_end
 
 
 def _rows(table, part, method=None):
@@ -18,13 +14,9 @@ def _rows(table, part, method=None):
 
 
 def test_finetuning_methods_quick_run_end_to_end(tmp_path, capsys):
-    module = load_study_module("finetuning_methods")
-    assert module.STUDY.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0
-    table = read_csv(tmp_path / "finetuning_methods.csv")
-    for column in ("part", "run", "eps", "head", "phi", "method", "alpha", "tau", "ood", "id"):
-        assert column in table, column
-    for column in ("ood_quartic", "ood_scale", "lp_residual", "lp_gap", "head_drift", "ood_01", "orth_drift"):
-        assert column in table, column
+    columns = ["part", "run", "eps", "head", "phi", "method", "alpha", "tau", "ood", "id"]
+    columns += ["ood_quartic", "ood_scale", "lp_residual", "lp_gap", "head_drift", "ood_01", "orth_drift"]
+    table = run_quick_end_to_end("finetuning_methods", tmp_path, columns)
     assert set(table["part"]) == {"a", "b", "c", "d"}
 
     # (a) The sweep is the quartic to round-off; its ends are LP and FT of part c, exactly.
@@ -56,12 +48,5 @@ def test_finetuning_methods_quick_run_end_to_end(tmp_path, capsys):
     assert drift.size and np.all(drift <= 1e-10)
     assert np.all((d["ood_01"] >= 0) & (d["ood_01"] <= 1))
 
-    sidecar = json.loads((tmp_path / "finetuning_methods.json").read_text())
-    assert sidecar["study"] == "finetuning_methods" and sidecar["quick"] is True
-    for suffix in (".png", ".pdf"):
-        assert (tmp_path / f"finetuning_methods{suffix}").stat().st_size > 1000
     out = capsys.readouterr().out
     assert "(a) WiSE-FT" in out and "solver failures: 0" in out
-    (tmp_path / "finetuning_methods.png").unlink()
-    assert module.STUDY.main(["--quick", "--out", str(tmp_path), "--plot-only", "--no-progress"]) == 0
-    assert (tmp_path / "finetuning_methods.png").exists()

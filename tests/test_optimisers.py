@@ -2,38 +2,35 @@
 pass (GD, SGD and momentum keep S⊥ features fixed to round-off, Adam and sign descent do not; GD
 approaches gradient flow at first order), and --plot-only re-plots from the table alone."""
 
-import json
-
 import numpy as np
-from _study import load_study_module
-
-from linprobe_theory.storage import read_csv
+from _study import load_study_module, run_quick_end_to_end
 
 
 def test_optimisers_quick_run_end_to_end(tmp_path, capsys):
     module = load_study_module("optimisers")
-    assert module.STUDY.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0
-    table = read_csv(tmp_path / "optimisers.csv")
-    for column in (
-        "part",
-        "problem",
-        "eps",
-        "head",
-        "optimiser",
-        "lr",
-        "reached",
-        "step",
-        "train_ratio",
-        "dist_id",
-        "dist_ood",
-        "s_perp_drift",
-        "s_perp_drift_max",
-        "ood_loss",
-        "id_loss",
-        "lp_ood",
-        "flow_error",
-    ):
-        assert column in table, column
+    table = run_quick_end_to_end(
+        "optimisers",
+        tmp_path,
+        [
+            "part",
+            "problem",
+            "eps",
+            "head",
+            "optimiser",
+            "lr",
+            "reached",
+            "step",
+            "train_ratio",
+            "dist_id",
+            "dist_ood",
+            "s_perp_drift",
+            "s_perp_drift_max",
+            "ood_loss",
+            "id_loss",
+            "lp_ood",
+            "flow_error",
+        ],
+    )
     matched = table["part"] == "matched"
     assert set(table["optimiser"][matched]) == set(module.OPTIMISERS)
     # Every run reached the matched ID fit, and the matched point is below the target.
@@ -51,10 +48,5 @@ def test_optimisers_quick_run_end_to_end(tmp_path, capsys):
     assert orders.size and np.all((orders > 0.8) & (orders < 1.2))
     order = table["part"] == "order"
     assert np.all(table["flow_error"][order] > 0)
-    assert json.loads((tmp_path / "optimisers.json").read_text())["study"] == "optimisers"
-    assert (tmp_path / "optimisers.png").exists() and (tmp_path / "optimisers.pdf").exists()
     out = capsys.readouterr().out
     assert "fitted order median" in out and "NOT REACHED" not in out
-    (tmp_path / "optimisers.png").unlink()
-    assert module.STUDY.main(["--quick", "--out", str(tmp_path), "--plot-only", "--no-progress"]) == 0
-    assert (tmp_path / "optimisers.png").exists()

@@ -3,6 +3,7 @@ estimate the closed forms within their sampling error; reduced and full coordina
 regularised flow; a frozen head stays put."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -74,3 +75,19 @@ def test_frozen_head_trains_features_only():
     assert float(lt.train_loss(problem, traj.v[-1], traj.B[-1])) < float(
         lt.train_loss(problem, v_lp, problem.B0)
     )
+
+
+def test_a_traced_grad_tol_stops_each_run_at_its_own_tolerance():
+    # A sweep can scale the steady-state tolerance per run (e.g. by its learning rates).
+    problem, v0 = _problem()
+
+    def stop(tol):
+        traj = lt.fine_tune(problem, v0, t_final=50.0, grad_tol=tol, check=False)
+        return traj.t_stop, traj.status
+
+    t_stop, status = jax.jit(jax.vmap(stop))(jnp.array([1e-2, 1e-6]))
+    assert np.all(np.asarray(status) == lt.SolveStatus.STEADY_STATE)
+    assert float(t_stop[0]) < float(t_stop[1]) < 50.0
+    # The same as the concrete tolerance run alone, to the event root-finder's tolerance (the
+    # vmapped and the single solve locate the crossing separately).
+    assert float(t_stop[0]) == pytest.approx(float(stop(1e-2)[0]), rel=1e-8)
