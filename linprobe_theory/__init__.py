@@ -3,6 +3,7 @@ Out-of-Distribution" (Kumar et al., ICLR 2022) as runnable, checkable JAX code."
 
 from .closed_forms import isotropic_ft_solution as isotropic_ft_solution
 from .closed_forms import rank_one_ft_limit as rank_one_ft_limit
+from .compact import make_compact_problem as make_compact_problem
 from .construction import ProblemSpec as ProblemSpec
 from .construction import make_problem as make_problem
 from .covariance import OODCovariance as OODCovariance

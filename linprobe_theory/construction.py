@@ -117,17 +117,8 @@ def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray, **overrides) -> Proble
     arrays, so a sweep can `vmap` over e.g. `eps` with one compilation. Concrete overrides are
     validated like the spec; `coverage` can only be overridden when `spec.coverage` is set.
     """
-    unknown = set(overrides) - set(NUMERIC_OVERRIDES)
-    if unknown:
-        raise ValueError(
-            f"make_problem got unknown overrides {sorted(unknown)}; allowed: {NUMERIC_OVERRIDES}"
-        )
-    if "coverage" in overrides and spec.coverage is None:
-        raise ValueError("coverage can only be overridden when spec.coverage is set (structure is static)")
-    concrete = {name: float(val) for name, val in overrides.items() if is_concrete(val)}
-    dataclasses.replace(spec, **concrete)  # validates concrete values
-    p = {name: overrides.get(name, getattr(spec, name)) for name in NUMERIC_OVERRIDES}
-    d, k, m, n = spec.d, spec.k, spec.m, spec.n
+    p = numeric_parameters(spec, overrides)
+    d, k, m = spec.d, spec.k, spec.m
     k_frame, k_star, k_v, k_x, k_noise, k_perp = jax.random.split(key, 6)
 
     # Frame: an orthonormal basis Q_S of S and up to 2k extra directions in S⊥.
@@ -141,14 +132,11 @@ def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray, **overrides) -> Proble
         Q_S = frame[:, :m]
         extra = jnp.zeros((d, 2 * k)).at[:, : frame.shape[1] - m].set(frame[:, m:])
 
-    theta = 2.0 * jnp.arcsin(jnp.asarray(p["eps"], float) / 2.0)
-    cos_t, sin_t = jnp.cos(theta), jnp.sin(theta)
+    cos_t, sin_t = rotation_cos_sin(p["eps"])
     if spec.coverage is None:
         # One Haar frame gives B⋆ and directions orthogonal to its row space together.
         star_frame = random_orthonormal_columns(k_star, d, min(2 * k, d))
-        B_star = star_frame[:, :k].T
-        U_perp = jnp.zeros((k, d)).at[: star_frame.shape[1] - k].set(star_frame[:, k:].T)
-        B0 = cos_t * B_star + sin_t * U_perp
+        B_star, B0 = features_from_frame(star_frame, k, cos_t, sin_t)
     else:
         c = jnp.asarray(p["coverage"], float)
         a = jnp.sqrt(1.0 - c * c)
@@ -161,7 +149,43 @@ def make_problem(spec: ProblemSpec, *, key: PRNGKeyArray, **overrides) -> Proble
         else:
             z = (c * q - a * w + u) / math.sqrt(2.0)
         B_star = cos_t * B0 + sin_t * z
+    return assemble_problem(spec, p, (k_v, k_x, k_noise), Q_S, B_star, B0)
 
+
+def numeric_parameters(spec: ProblemSpec, overrides) -> dict:
+    """The numeric fields of `spec` with `overrides` (possibly traced) in place, validated."""
+    unknown = set(overrides) - set(NUMERIC_OVERRIDES)
+    if unknown:
+        raise ValueError(
+            f"make_problem got unknown overrides {sorted(unknown)}; allowed: {NUMERIC_OVERRIDES}"
+        )
+    if "coverage" in overrides and spec.coverage is None:
+        raise ValueError("coverage can only be overridden when spec.coverage is set (structure is static)")
+    concrete = {name: float(val) for name, val in overrides.items() if is_concrete(val)}
+    dataclasses.replace(spec, **concrete)  # validates concrete values
+    return {name: overrides.get(name, getattr(spec, name)) for name in NUMERIC_OVERRIDES}
+
+
+def rotation_cos_sin(eps):
+    """`(cos θ, sin θ)` of the principal angle with `d(B0, B⋆) = 2 sin(θ/2) = eps`."""
+    theta = 2.0 * jnp.arcsin(jnp.asarray(eps, float) / 2.0)
+    return jnp.cos(theta), jnp.sin(theta)
+
+
+def features_from_frame(star_frame, k: int, cos_t, sin_t):
+    """`(B⋆, B0)` from an orthonormal frame's columns: B⋆'s rows are the first k, and
+    `B0 = cos θ B⋆ + sin θ U` with U the next k (orthogonal to B⋆'s row space), so every
+    principal angle between the row spaces is θ."""
+    B_star = star_frame[:, :k].T
+    U_perp = jnp.zeros_like(B_star).at[: star_frame.shape[1] - k].set(star_frame[:, k:].T)
+    return B_star, cos_t * B_star + sin_t * U_perp
+
+
+def assemble_problem(spec: ProblemSpec, p, keys, Q_S, B_star, B0) -> Problem:
+    """The rest of a problem around its subspace basis and features: the teacher head, the ID
+    inputs `X = input_scale · G Q_Sᵀ`, the labels and the two-subspace OOD covariance."""
+    k_v, k_x, k_noise = keys
+    k, n, m = spec.k, spec.n, spec.m
     v_dir = jax.random.normal(k_v, (k,))
     v_star = p["v_star_norm"] * v_dir / jnp.linalg.norm(v_dir)
     G = jax.random.normal(k_x, (n, m))
