@@ -1,6 +1,9 @@
 """linprobe-theory: the theory of "Fine-Tuning can Distort Pretrained Features and Underperform
 Out-of-Distribution" (Kumar et al., ICLR 2022) as runnable, checkable JAX code."""
 
+from .batch import BatchResult as BatchResult
+from .batch import fine_tune_batch as fine_tune_batch
+from .batch import lp_ft_batch as lp_ft_batch
 from .closed_forms import isotropic_ft_solution as isotropic_ft_solution
 from .closed_forms import rank_one_ft_limit as rank_one_ft_limit
 from .compact import make_compact_problem as make_compact_problem

@@ -1,0 +1,205 @@
+"""One call for a batch of runs: `fine_tune_batch` (and `lp_ft_batch`) over stacked problems.
+
+It does what the sweep recipe in `docs/scaling.md` asks a user to do by hand:
+
+1. reduce every problem to its `O(k m + m²)` exact reduced form (`ReducedProblem`), in
+   memory-bounded chunks (the only `O(d)` work);
+2. order the runs by their stiffness estimate, so runs of similar cost share a chunk (a vmapped
+   adaptive solve runs every member until the slowest finishes);
+3. solve the reduced flows in chunked `jit(vmap)` calls sharded over the local devices
+   (`sweep.run_batch`, which also drives a progress bar and a `ChunkStore` for resume),
+   saving only the end points unless `save_at` is given;
+
+and returns every output with a leading run axis, in the runs' own order. The linear model
+with the squared loss (the variants `fine_tune_reduced` takes: `regularizer`, `learning_rates`);
+activations and the logistic loss need the inputs, so `jit(vmap(fine_tune))` is their batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import reduced as red
+from .flows import make_flow
+from .probing import lp_limit
+from .problem import Problem
+from .reduced_flow import fine_tune_reduced
+from .sweep import run_batch, stiffness_order
+
+
+class BatchResult(eqx.Module):
+    """Outputs of a batch, leading axis the run (numpy arrays).
+
+    Attributes:
+        t: saved times `(T,)` (0 and the stop time when `save_at` is None).
+        v: heads `(runs, T, k)`.
+        ood, id, train: the exact OOD, ID and training losses at the saved times `(runs, T)`.
+        status, num_steps, t_stop: per run, as in `FlowSolution`.
+        v_start: the head the FT phase started from `(runs, k)` (`v0`, or LP's limit for LP-FT).
+    """
+
+    t: np.ndarray
+    v: np.ndarray
+    ood: np.ndarray
+    id: np.ndarray
+    train: np.ndarray
+    status: np.ndarray
+    num_steps: np.ndarray
+    t_stop: np.ndarray
+    v_start: np.ndarray
+
+
+def stack_problems(problems: Problem | Sequence[Problem]) -> Problem:
+    """A `Problem` with a leading run axis, from a list of problems (or one already stacked)."""
+    if isinstance(problems, Problem):
+        return problems
+    problems = list(problems)
+    if not problems:
+        raise ValueError("problems must hold at least one problem")
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
+
+
+def _as_params(tree) -> tuple[dict, object]:
+    leaves, treedef = jax.tree.flatten(tree)
+    return {f"leaf{i:03d}": leaf for i, leaf in enumerate(leaves)}, treedef
+
+
+def _from_params(p: dict, treedef):
+    return jax.tree.unflatten(treedef, [p[f"leaf{i:03d}"] for i in range(len(p))])
+
+
+def fine_tune_batch(
+    problems: Problem | Sequence[Problem],
+    v0s,
+    *,
+    t_final,
+    save_at=None,
+    lp_first: bool = False,
+    chunk_size: int = 64,
+    group_by_cost: bool = True,
+    store=None,
+    progress=None,
+    regularizer=None,
+    learning_rates=(1.0, 1.0),
+    **solve_kwargs,
+) -> BatchResult:
+    """FT of every run `i` from `(v0s[i], B0_i)` of `problems[i]`, in one call.
+
+    Args:
+        problems: a `Problem` with a leading run axis (e.g. `jax.vmap(make_problem)` over keys)
+            or a list of problems of one shape.
+        v0s: initial heads `(runs, k)`.
+        t_final, save_at: the horizon and saved times (shared by all runs); without `save_at`
+            only the two ends are saved (no dense output).
+        lp_first: LP-FT: start FT from LP's closed-form limit instead of `v0s` (`lp_ft_batch`).
+        chunk_size: runs per compiled call (bounds memory).
+        group_by_cost: order runs by `ReducedProblem.stiffness(v0)` so similar runs share a chunk.
+        store, progress: a `ChunkStore` (resume) and a progress bar, as in `sweep.run_batch`.
+        regularizer, learning_rates, solve_kwargs: as in `fine_tune_reduced` (`rtol`, `atol`,
+            `grad_tol`, `max_steps`, `solver`, `dtmin`).
+    """
+    stacked = stack_problems(problems)
+    v0s = jnp.asarray(v0s, float)
+    num_runs = jax.tree.leaves(stacked)[0].shape[0]
+    if v0s.shape != (num_runs, stacked.B0.shape[-2]):
+        raise ValueError(
+            f"v0s must have shape (runs, k) = {(num_runs, stacked.B0.shape[-2])}, got {v0s.shape}"
+        )
+    key = jax.random.key(0)  # the runs are deterministic; run_batch wants a base key
+    params, treedef = _as_params((stacked, v0s))
+    rp_treedef = _as_params(red.ReducedProblem.from_problem(jax.tree.map(lambda x: x[0], stacked)))[1]
+    settings = dict(
+        t_final=t_final,
+        save_at=save_at,
+        regularizer=regularizer,
+        learning_rates=learning_rates,
+        **solve_kwargs,
+    )
+    reduce, solve_one = _phase_functions(treedef, rp_treedef, lp_first, settings)
+    # Phase 1, O(d) per run: the reduced problems and the heads FT starts from.
+    reduced = run_batch(reduce, params, key=key, chunk_size=chunk_size)
+    # Phase 2, d-free: the reduced flows, runs of similar stiffness sharing a chunk.
+    order = stiffness_order(reduced["stiffness"]) if group_by_cost else None
+    solve_params = {n: v for n, v in reduced.items() if n != "stiffness"}
+    out = run_batch(
+        solve_one, solve_params, key=key, chunk_size=chunk_size, store=store, progress=progress, order=order
+    )
+    t = np.asarray(save_at, float) if save_at is not None else None
+    if t is None:  # the two ends: 0 and where each run stopped
+        t = np.array([0.0, np.nan])
+    return BatchResult(
+        t=t,
+        v=out["v"],
+        ood=out["ood"],
+        id=out["id"],
+        train=out["train"],
+        status=out["status"],
+        num_steps=out["num_steps"],
+        t_stop=out["t_stop"],
+        v_start=reduced["v_start"],
+    )
+
+
+_PHASES: dict = {}
+
+
+def _frozen(x):
+    """A hashable fingerprint of a concrete setting (a pytree of numbers, a solver, …)."""
+    leaves, structure = jax.tree.flatten(x)
+    return structure, tuple(
+        float(np.asarray(leaf)) if np.ndim(leaf) == 0 else tuple(np.ravel(leaf)) for leaf in leaves
+    )
+
+
+def _phase_functions(treedef, rp_treedef, lp_first: bool, settings: dict):
+    """The two per-run functions, cached by their settings: `run_batch` compiles once per
+    function object, so a repeated call with equal settings reuses the compiled code."""
+    try:
+        key = (treedef, rp_treedef, lp_first, tuple((n, _frozen(v)) for n, v in sorted(settings.items())))
+        hash(key)
+    except (TypeError, ValueError, jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        key = None  # a traced or unhashable setting: build afresh
+    if key is not None and key in _PHASES:
+        return _PHASES[key]
+    flow = make_flow(regularizer=settings["regularizer"], learning_rates=settings["learning_rates"])
+
+    def reduce(p, _):
+        problem, v0 = _from_params(p, treedef)
+        v_start = lp_limit(problem, v0, flow) if lp_first else v0
+        rp = red.ReducedProblem.from_problem(problem)
+        return {**_as_params(rp)[0], "v_start": v_start, "stiffness": rp.stiffness(v_start)}
+
+    def solve_one(p, _):
+        rp = _from_params({n: v for n, v in p.items() if n.startswith("leaf")}, rp_treedef)
+
+        def observe(v, Z, s=None):
+            # With a weight decay the S⊥ part is s·B0 P_{S⊥}: Bᵀv = B0ᵀ(s v) + E (Z/s − Z0)ᵀ(s v).
+            return {
+                "v": v,
+                "ood": red.ood_loss(rp, v, Z) if s is None else red.ood_loss(rp, s * v, Z / s),
+                "id": red.id_loss(rp, v, Z),
+                "train": red.train_loss(rp, v, Z),
+            }
+
+        sol = fine_tune_reduced(rp, p["v_start"], observe=observe, **settings)
+        return {**sol.ys, "status": sol.status, "num_steps": sol.num_steps, "t_stop": sol.t_stop}
+
+    if key is not None:
+        if len(_PHASES) >= 16:
+            _PHASES.clear()
+        _PHASES[key] = (reduce, solve_one)
+    return reduce, solve_one
+
+
+def lp_ft_batch(problems, v0s=None, **kwargs) -> BatchResult:
+    """LP-FT of every run: FT from LP's closed-form limit (`probing.lp_limit`; ridge with a head
+    penalty). `v0s` (default 0) matters only where `X B0ᵀ` is rank deficient."""
+    stacked = stack_problems(problems)
+    if v0s is None:
+        v0s = jnp.zeros((jax.tree.leaves(stacked)[0].shape[0], stacked.B0.shape[-2]))
+    return fine_tune_batch(stacked, v0s, lp_first=True, **kwargs)

@@ -1,0 +1,90 @@
+"""`fine_tune_batch` / `lp_ft_batch`: one call for a batch equals the single runs, whatever the
+input form (stacked or a list), the chunking or the cost grouping."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import linprobe_theory as lt
+from linprobe_theory.batch import fine_tune_batch, lp_ft_batch
+
+SPEC = lt.ProblemSpec(d=30, k=2, m=8, n=16, coverage=0.9)
+RUNS = 6
+SAVES = jnp.array([0.0, 0.5, 5.0, 20.0])
+
+
+@pytest.fixture(scope="module")
+def batch():
+    keys = jax.random.split(jax.random.key(0), RUNS)
+    eps = jnp.linspace(0.0, 0.3, RUNS)
+    problems = jax.vmap(lambda k, e: lt.make_problem(SPEC, key=k, eps=e))(keys, eps)
+    v0s = jax.vmap(lambda p, k: 2.0 * lt.random_head(p, key=k))(problems, keys)
+    return problems, v0s
+
+
+def _run(problems, i):
+    return jax.tree.map(lambda x: x[i], problems)
+
+
+def test_batch_equals_single_runs(batch):
+    problems, v0s = batch
+    out = fine_tune_batch(problems, v0s, t_final=20.0, save_at=SAVES, chunk_size=4)
+    lpft = lp_ft_batch(problems, t_final=20.0, save_at=SAVES, chunk_size=4)
+    assert out.ood.shape == (RUNS, len(SAVES)) and out.v.shape == (RUNS, len(SAVES), SPEC.k)
+    for i in range(RUNS):
+        problem = _run(problems, i)
+        # Same ODE and options, solved alone and in a vmapped chunk: equal far inside rtol 1e-8
+        # (atol: the reduced OOD loss's round-off is absolute, ~1e-16·‖w⋆‖²; ε = 0 gives 0).
+        single = lt.fine_tune(problem, v0s[i], t_final=20.0, save_at=SAVES)
+        np.testing.assert_allclose(
+            out.ood[i], lt.ood_loss(problem, single.v, single.B), rtol=1e-9, atol=1e-14
+        )
+        np.testing.assert_allclose(out.v[i], single.v, rtol=1e-9, atol=1e-12)
+        single = lt.lp_ft(problem, t_final=20.0, save_at=SAVES)
+        np.testing.assert_allclose(
+            lpft.ood[i], lt.ood_loss(problem, single.v, single.B), rtol=1e-9, atol=1e-14
+        )
+        np.testing.assert_allclose(lpft.v_start[i], lt.linear_probe_solution(problem), rtol=1e-10)
+    assert np.all(out.status <= lt.SolveStatus.STEADY_STATE)
+
+
+def test_input_form_chunking_and_grouping_do_not_change_the_answer(batch):
+    problems, v0s = batch
+    ref = fine_tune_batch(problems, v0s, t_final=20.0, chunk_size=RUNS, group_by_cost=False)
+    listed = [_run(problems, i) for i in range(RUNS)]
+    other = fine_tune_batch(listed, v0s, t_final=20.0, chunk_size=4, group_by_cost=True)
+    # Runs in a vmapped solve step independently; only their chunk partners changed.
+    np.testing.assert_allclose(other.ood, ref.ood, rtol=1e-12)
+    np.testing.assert_array_equal(other.status, ref.status)
+
+
+def test_variants_pass_through(batch):
+    problems, v0s = batch
+    reg = lt.WeightDecay(0.05)
+    out = fine_tune_batch(
+        problems, v0s, t_final=5.0, save_at=SAVES[:3], regularizer=reg, learning_rates=(1.0, 0.5)
+    )
+    problem = _run(problems, 1)
+    single = lt.fine_tune(
+        problem, v0s[1], t_final=5.0, save_at=SAVES[:3], regularizer=reg, learning_rates=(1.0, 0.5)
+    )
+    np.testing.assert_allclose(out.ood[1], lt.ood_loss(problem, single.v, single.B), rtol=1e-9, atol=1e-14)
+
+
+def test_bad_heads_are_refused(batch):
+    problems, v0s = batch
+    with pytest.raises(ValueError, match=r"v0s must have shape \(runs, k\) = \(6, 2\)"):
+        fine_tune_batch(problems, v0s[:3], t_final=1.0)
+
+
+def test_equal_settings_reuse_the_compiled_per_run_functions(batch):
+    from linprobe_theory import batch as batch_module
+
+    problems, v0s = batch
+    fine_tune_batch(problems, v0s, t_final=3.0, rtol=1e-7)
+    cached = dict(batch_module._PHASES)
+    fine_tune_batch(problems, v0s, t_final=3.0, rtol=1e-7)
+    assert batch_module._PHASES == cached  # the same function objects: run_batch's jit cache hits
+    fine_tune_batch(problems, v0s, t_final=4.0, rtol=1e-7)
+    assert len(batch_module._PHASES) == len(cached) + 1
