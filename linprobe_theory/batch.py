@@ -17,6 +17,7 @@ activations and the logistic loss need the inputs, so `jit(vmap(fine_tune))` is 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -36,7 +37,8 @@ class BatchResult(eqx.Module):
     """Outputs of a batch, leading axis the run (numpy arrays).
 
     Attributes:
-        t: saved times `(T,)` (0 and the stop time when `save_at` is None).
+        t: saved times `(T,)`; without `save_at`, `[0, nan]`: the two ends, the second at each
+            run's own `t_stop`.
         v: heads `(runs, T, k)`.
         ood, id, train: the exact OOD, ID and training losses at the saved times `(runs, T)`.
         status, num_steps, t_stop: per run, as in `FlowSolution`.
@@ -99,11 +101,16 @@ def fine_tune_batch(
         lp_first: LP-FT: start FT from LP's closed-form limit instead of `v0s` (`lp_ft_batch`).
         chunk_size: runs per compiled call (bounds memory).
         group_by_cost: order runs by `ReducedProblem.stiffness(v0)` so similar runs share a chunk.
-        store, progress: a `ChunkStore` (resume) and a progress bar, as in `sweep.run_batch`.
+        store, progress: a `ChunkStore` (resume: the solves' finished chunks, in a substore named
+            by the batch's settings and inputs) and a progress bar (the solves), as in
+            `sweep.run_batch`. One process: the reduction phase is not stored, so the
+            multi-process path of `run_batch` is not available here yet.
         regularizer, learning_rates, solve_kwargs: as in `fine_tune_reduced` (`rtol`, `atol`,
             `grad_tol`, `max_steps`, `solver`, `dtmin`).
     """
     stacked = stack_problems(problems)
+    if stacked.B0.ndim != 3:
+        raise ValueError("problems must have a leading run axis (or be a list of problems); got one problem")
     v0s = jnp.asarray(v0s, float)
     num_runs = jax.tree.leaves(stacked)[0].shape[0]
     if v0s.shape != (num_runs, stacked.B0.shape[-2]):
@@ -121,6 +128,10 @@ def fine_tune_batch(
         **solve_kwargs,
     )
     reduce, solve_one = _phase_functions(treedef, rp_treedef, lp_first, settings)
+    if store is not None:
+        # Finished chunks are reused only by the same batch: the settings and every input array
+        # name the substore, so a changed horizon or problem set never picks up stale chunks.
+        store = store.substore("batch-" + _digest(settings, lp_first, params))
     # Phase 1, O(d) per run: the reduced problems and the heads FT starts from.
     reduced = run_batch(reduce, params, key=key, chunk_size=chunk_size)
     # Phase 2, d-free: the reduced flows, runs of similar stiffness sharing a chunk.
@@ -146,6 +157,16 @@ def fine_tune_batch(
 
 
 _PHASES: dict = {}
+
+
+def _digest(settings: dict, lp_first: bool, params: dict) -> str:
+    """A fingerprint of a batch: its settings and the bytes of every input array."""
+    h = hashlib.sha256(repr((lp_first, sorted((n, _frozen(v)) for n, v in settings.items()))).encode())
+    for name in sorted(params):
+        array = np.asarray(params[name])
+        h.update(f"{name}{array.dtype}{array.shape}".encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _frozen(x):
@@ -177,11 +198,11 @@ def _phase_functions(treedef, rp_treedef, lp_first: bool, settings: dict):
     def solve_one(p, _):
         rp = _from_params({n: v for n, v in p.items() if n.startswith("leaf")}, rp_treedef)
 
-        def observe(v, Z, s=None):
-            # With a weight decay the S⊥ part is s·B0 P_{S⊥}: Bᵀv = B0ᵀ(s v) + E (Z/s − Z0)ᵀ(s v).
+        def observe(v, Z, s=1.0):
+            # With a weight decay the S⊥ part is s·B0 P_{S⊥} (s = 1 otherwise).
             return {
                 "v": v,
-                "ood": red.ood_loss(rp, v, Z) if s is None else red.ood_loss(rp, s * v, Z / s),
+                "ood": red.ood_loss(rp, v, Z, s),
                 "id": red.id_loss(rp, v, Z),
                 "train": red.train_loss(rp, v, Z),
             }

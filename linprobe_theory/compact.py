@@ -9,8 +9,10 @@ keeps. The constructed problems live in the span of S and at most `2k` more dire
 
 - With `coverage` set, `make_problem` draws every random quantity except the frame in that
   frame's coordinates, so `make_compact_problem(spec, key=key)` is, for the same key, the same
-  problem as `make_problem(spec, key=key)` up to the embedding: its reduced quantities agree to
-  round-off.
+  problem as `make_problem(spec, key=key)` up to the embedding: its reduced quantities, losses,
+  φ, coverage, bounds and flows agree to round-off. What is *sampled in* `R^d` afterwards
+  (`ood.ood_inputs` and the sampled risks, `normal(key, (N, d))`) agrees in law only, and
+  `problem.d` and the shapes of `d`-sized outputs differ.
 - With `coverage=None`, B⋆ and B0 come from a Haar frame `F` of `2k` columns in `R^d`, whose
   overlap with S depends on `d`. What the problem sees of `F` is its S-part `T = P_S F` and the
   Gram matrix `F_⊥ᵀF_⊥ = I − TᵀT` of the rest. Writing `F = G (GᵀG)^{−1/2}` for a Gaussian

@@ -141,14 +141,17 @@ def id_loss(rp: ReducedProblem, v, Z) -> Float[Array, ""]:
     return e @ e
 
 
-def ood_loss(rp: ReducedProblem, v, Z) -> Float[Array, ""]:
-    """`(Bᵀv − w⋆)ᵀ Σ (Bᵀv − w⋆)` with `Bᵀ v − w⋆ = (B0ᵀ v − w⋆) + E u`, `u = (Z − Z0)ᵀ v`.
+def ood_loss(rp: ReducedProblem, v, Z, s=1.0) -> Float[Array, ""]:
+    """`(Bᵀv − w⋆)ᵀ Σ (Bᵀv − w⋆)` with `Bᵀ v − w⋆ = (s B0ᵀ v − w⋆) + E u`, `u = (Z − s Z0)ᵀ v`,
+    for `B = s B0 + (Z − s Z0) Eᵀ` (`s`: the scale of the S⊥ part a weight decay leaves; 1
+    otherwise).
 
     Expanded in the Gram blocks; round-off is absolute, ~1e-16 · ‖w⋆‖²_Σ.
     """
-    u = (Z - rp.Z0).T @ v
-    base = v @ rp.ood_B0B0 @ v - 2.0 * v @ rp.ood_B0w + rp.ood_ww
-    cross = 2.0 * u @ (rp.ood_SB0 @ v - rp.ood_Sw)
+    u = (Z - s * rp.Z0).T @ v
+    sv = s * v
+    base = sv @ rp.ood_B0B0 @ sv - 2.0 * sv @ rp.ood_B0w + rp.ood_ww
+    cross = 2.0 * u @ (rp.ood_SB0 @ sv - rp.ood_Sw)
     return jnp.maximum(base + cross + u @ rp.ood_SS @ u, 0.0)
 
 

@@ -88,3 +88,22 @@ def test_equal_settings_reuse_the_compiled_per_run_functions(batch):
     assert batch_module._PHASES == cached  # the same function objects: run_batch's jit cache hits
     fine_tune_batch(problems, v0s, t_final=4.0, rtol=1e-7)
     assert len(batch_module._PHASES) == len(cached) + 1
+
+
+def test_resume_reuses_only_the_same_batch(batch, tmp_path):
+    from linprobe_theory.storage import ChunkStore
+
+    problems, v0s = batch
+    store = ChunkStore(tmp_path, "fp", resume=True)
+    first = fine_tune_batch(problems, v0s, t_final=1.0, chunk_size=4, store=store)
+    again = fine_tune_batch(problems, v0s, t_final=1.0, chunk_size=4, store=store)
+    np.testing.assert_array_equal(again.ood, first.ood)
+    longer = fine_tune_batch(problems, v0s, t_final=5.0, chunk_size=4, store=store)
+    assert np.all(longer.t_stop > 1.0)  # not the stale t_final = 1 chunks
+    assert len(list(tmp_path.glob("batch-*"))) == 2  # one substore per batch
+
+
+def test_weight_decay_ood_stays_finite_when_the_perp_scale_underflows(batch):
+    problems, v0s = batch
+    out = fine_tune_batch(problems, v0s, t_final=400.0, regularizer=lt.WeightDecay(1.0))
+    assert np.all(np.isfinite(out.ood)), out.ood
