@@ -8,13 +8,15 @@ from jaxtyping import Array, Float
 from .problem import Problem
 
 
-def orthogonal_drift(problem: Problem, B: Float[Array, "... k d"]) -> Float[Array, ...]:
-    """`‖(B − B0) P_{S⊥}‖_F`: how much features of inputs orthogonal to the ID subspace moved.
+def orthogonal_drift(problem: Problem, B: Float[Array, "... k d"], scale=1.0) -> Float[Array, ...]:
+    """`‖(B − s B0) P_{S⊥}‖_F`: how much features of inputs orthogonal to the ID subspace moved
+    (`s = scale`, broadcast over the leading axes of `B`: the exact S⊥ scale a weight decay
+    imposes, `objectives.perp_scale`; 1 otherwise).
 
     The paper's invariance: every row of `∇_B L̂` lies in S, so this is exactly 0 along FT and
     LP-FT gradient flow (and gradient descent with any step).
     """
-    delta = B - problem.B0
+    delta = B - jnp.asarray(scale)[..., None, None] * problem.B0
     perp = delta - (delta @ problem.Q_S) @ problem.Q_S.T
     return jnp.sqrt(jnp.sum(perp * perp, axis=(-2, -1)))
 

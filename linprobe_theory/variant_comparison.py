@@ -19,6 +19,7 @@ from jaxtyping import Array, Float
 from . import losses
 from .comparison import log_time_grid
 from .coordinates import training_targets
+from .diagnostics import orthogonal_drift
 from .dynamics import fine_tune, lp_ft
 from .flows import make_flow
 from .models import make_model
@@ -136,8 +137,6 @@ def compare_variant(
         ood, idr = risks.ood(problem, traj.v, traj.B), risks.id(problem, traj.v, traj.B)
         # After a steady-state stop the remaining saves hold the state at t_stop.
         s = perp_scale(flow.regularizers, flow.rates.B, jnp.minimum(ts, traj.t_stop))
-        perp = traj.B - s[:, None, None] * problem.B0
-        perp = perp - (perp @ problem.Q_S) @ problem.Q_S.T
         q = jax.vmap(conserved)(traj.v, traj.B)
         out |= {
             f"{name}_ood_final": ood[-1],
@@ -150,7 +149,7 @@ def compare_variant(
             f"{name}_status": traj.status,
             f"{name}_steps": traj.num_steps,
             f"{name}_t_stop": traj.t_stop,
-            f"{name}_perp_residual": jnp.max(jnp.sqrt(jnp.sum(perp * perp, axis=(-2, -1)))),
+            f"{name}_perp_residual": jnp.max(orthogonal_drift(problem, traj.B, s)),
             f"{name}_conserved_drift": jnp.max(jnp.sqrt(jnp.sum((q - q[0]) ** 2, axis=(-2, -1)))),
             f"{name}_conserved_scale": jnp.sqrt(jnp.sum(q[0] ** 2)),
             f"{name}_ood_t": ood,
