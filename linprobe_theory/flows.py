@@ -24,6 +24,7 @@ from .integrate import FlowSolution, integrate, tree_norm
 from .models import TwoLayer, make_model
 from .objectives import Objective, as_regularizers, make_loss, perp_scale, perp_speed
 from .options import SolveOptions
+from .steady_state import SpeedStop, stop_rule
 
 METHODS = ("ft", "lp")
 
@@ -133,13 +134,16 @@ def solve(flow: Flow, coords, v0, options: SolveOptions, *, method: str = "ft", 
     args = (flow, coords)
     if method == "lp":
         one = jnp.ones(())
-        return integrate(lp_field, v0, args, options, save_fn=lambda t, v: observe(v, coords.W0, one))
+        stop = None if options.grad_tol is None else SpeedStop(options.grad_tol, _lp_speed)
+        return integrate(
+            lp_field, v0, args, options, save_fn=lambda t, v: observe(v, coords.W0, one), stop=stop
+        )
 
     def save(t, y):
         s = perp_scale(regs, eta_B, t) if tracks_perp else jnp.ones_like(t)
         return observe(*y, s)
 
-    speed = None
+    speed = _ft_speed
     if tracks_perp:
         # The S⊥ part is not in the reduced state; its speed joins the steady-state test so a
         # stop means what it means in full coordinates.
@@ -147,4 +151,14 @@ def solve(flow: Flow, coords, v0, options: SolveOptions, *, method: str = "ft", 
             perp = perp_speed(regs, eta_B, perp_scale(regs, eta_B, t)) * args[1].perp_norm
             return jnp.sqrt(tree_norm(ft_field(t, y, args)) ** 2 + perp**2)
 
-    return integrate(ft_field, (v0, coords.W0), args, options, save_fn=save, speed=speed)
+    stop = stop_rule(flow, coords, options, speed)
+    return integrate(ft_field, (v0, coords.W0), args, options, save_fn=save, stop=stop)
+
+
+def _ft_speed(t, y, args):
+    """`‖∂t (v, W)‖`, the speed `SpeedStop` compares with `grad_tol`."""
+    return tree_norm(ft_field(t, y, args))
+
+
+def _lp_speed(t, v, args):
+    return tree_norm(lp_field(t, v, args))

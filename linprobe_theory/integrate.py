@@ -3,8 +3,9 @@ status codes instead of silent failures.
 
 `integrate(field, y0, args, options)` solves `∂t y = field(t, y, args)` on `[0, t_final]` with
 an adaptive embedded Runge–Kutta method under a PID step-size controller. A solve ends at
-`t_final`, or earlier when the flow's speed drops below `grad_tol` (steady state); saved times
-after that carry the final state. Pure and traceable: nothing here raises on a failed solve.
+`t_final`, or earlier at steady state (a stop rule from `steady_state.py`); saved times after
+that carry the state the flow settles at. Pure and traceable: nothing here raises on a failed
+solve.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class SolveStatus:
     """Integer codes in `Trajectory.status` / `FlowSolution.status`."""
 
     COMPLETED = 0  # reached t_final
-    STEADY_STATE = 1  # gradient norm fell below grad_tol
+    STEADY_STATE = 1  # the stop rule fired (steady_state.py)
     MAX_STEPS = 2  # the solver hit max_steps before t_final
     DIVERGED = 3  # the state became non-finite
     FAILED = 4  # any other solver failure
@@ -83,33 +84,28 @@ def integrate(
     options: SolveOptions,
     *,
     save_fn: Callable | None = None,
-    speed: Callable | None = None,
+    stop=None,
 ) -> FlowSolution:
     """Integrate `∂t y = field(t, y, args)`, saving `save_fn(t, y)` (default `y`) at
     `options.save_at`.
 
-    The steady-state event fires when `speed(t, y, args)` (default `‖field(t, y, args)‖`) drops
-    below `options.grad_tol`. `save_at=None` saves the two ends without dense output: diffrax's
-    saving at given times costs as much per step as the reduced flow itself (measured 5.6 vs
-    11–13 µs per run-step under `vmap`), so sweeps that need only end points skip it.
+    `stop` is a steady-state rule (`steady_state.SpeedStop`, `FitStop`; `None` runs to
+    `t_final`): the solve ends after the first step where `stop.reached(t, y, args)`, and the
+    state there is replaced by `stop.limit(y, args)`, the state the flow settles at, which the
+    saved times from the stop on report. `save_at=None`, or a `save_at` whose times are all 0 or
+    `t_final` (e.g. `[t_final]`), saves the two ends without dense output: diffrax's saving at
+    given times costs as much per step as the reduced flow itself (measured 5.6 vs 11–13 µs per
+    run-step under `vmap`), so sweeps that need only end points skip it.
     """
 
-    def save(t, y, args):
+    def save(t, y, args=None):
         return y if save_fn is None else save_fn(t, y)
 
-    def flow_speed(t, y, args):
-        return tree_norm(field(t, y, args)) if speed is None else speed(t, y, args)
-
-    def at_steady_state(t, y, args, **kwargs):
-        return flow_speed(t, y, args) < options.grad_tol
-
-    save_at = options.save_at
-    if save_at is None:
-        saveat = diffrax.SaveAt(t0=True, t1=True, fn=save)
+    ends = options.end_pattern
+    if options.save_at is None or ends is not None:
+        first = diffrax.SubSaveAt(t0=True, fn=save)
     else:
-        saveat = diffrax.SaveAt(
-            subs=[diffrax.SubSaveAt(ts=save_at, fn=save), diffrax.SubSaveAt(t1=True, fn=save)]
-        )
+        first = diffrax.SubSaveAt(ts=options.save_at, fn=save)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
         options.solver,
@@ -118,28 +114,39 @@ def integrate(
         dt0=None,
         y0=y0,
         args=args,
-        saveat=saveat,
+        # The raw end state: the stop rule's limit is taken before it is observed.
+        saveat=diffrax.SaveAt(subs=[first, diffrax.SubSaveAt(t1=True)]),
         stepsize_controller=options.controller,
-        event=None if options.grad_tol is None else diffrax.Event(at_steady_state),
+        event=None if stop is None else diffrax.Event(lambda t, y, args, **_: stop.reached(t, y, args)),
         max_steps=options.max_steps,
         throw=False,
     )
-    if save_at is None:
-        status = _status_code(sol.result, jax.tree.map(lambda y: y[-1], sol.ys))
-        return FlowSolution(ys=sol.ys, status=status, num_steps=sol.stats["num_steps"], t_stop=sol.ts[-1])
-    ts_saved, t_end = sol.ts
-    ys_saved, y_end = sol.ys
-    # After an early stop diffrax fills the remaining saves with inf; the state is stationary
-    # there (to grad_tol), so they take the final state.
+    (ts_saved, t_end), (ys_saved, y_end) = sol.ts, sol.ys
+    t_end, y_end = t_end[0], jax.tree.map(lambda y: y[0], y_end)
+    status = _status_code(sol.result, y_end)
+    if stop is not None:
+        settled = stop.limit(y_end, args)
+        stopped = status == SolveStatus.STEADY_STATE
+        y_end = jax.tree.map(lambda a, b: jnp.where(stopped, a, b), settled, y_end)
+    end_saved = jax.tree.map(lambda y: y[None], save(t_end, y_end))
+    num_steps = sol.stats["num_steps"]
+    if options.save_at is None:
+        ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys_saved, end_saved)
+        return FlowSolution(ys=ys, status=status, num_steps=num_steps, t_stop=t_end)
+    if ends is not None:
+        both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys_saved, end_saved)
+        ys = jax.tree.map(lambda y: y[jnp.asarray(ends)], both)
+        return FlowSolution(ys=ys, status=status, num_steps=num_steps, t_stop=t_end)
+    # After an early stop diffrax fills the remaining saves with inf; the flow has settled
+    # there (to the stop rule's tolerance), so they take the final state.
     after_stop = ~jnp.isfinite(ts_saved)
 
     def fill(saved, final):
         mask = after_stop.reshape(after_stop.shape + (1,) * (saved.ndim - 1))
         return jnp.where(mask, final, saved)
 
-    ys = jax.tree.map(fill, ys_saved, y_end)
-    status = _status_code(sol.result, jax.tree.map(lambda y: y[0], y_end))
-    return FlowSolution(ys=ys, status=status, num_steps=sol.stats["num_steps"], t_stop=t_end[0])
+    ys = jax.tree.map(fill, ys_saved, end_saved)
+    return FlowSolution(ys=ys, status=status, num_steps=num_steps, t_stop=t_end)
 
 
 def raise_if_failed(status, t_stop, num_steps, method: str) -> None:

@@ -82,7 +82,7 @@ def test_a_traced_grad_tol_stops_each_run_at_its_own_tolerance():
     problem, v0 = _problem()
 
     def stop(tol):
-        traj = lt.fine_tune(problem, v0, t_final=50.0, grad_tol=tol, check=False)
+        traj = lt.fine_tune(problem, v0, t_final=50.0, grad_tol=tol, steady_tol=None, check=False)
         return traj.t_stop, traj.status
 
     t_stop, status = jax.jit(jax.vmap(stop))(jnp.array([1e-2, 1e-6]))
