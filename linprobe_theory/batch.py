@@ -86,6 +86,7 @@ def fine_tune_batch(
     group_by_cost: bool = True,
     store=None,
     progress=None,
+    sharding: str = "named",
     regularizer=None,
     learning_rates=(1.0, 1.0),
     **solve_kwargs,
@@ -105,8 +106,11 @@ def fine_tune_batch(
             by the batch's settings and inputs) and a progress bar (the solves), as in
             `sweep.run_batch`. One process: the reduction phase is not stored, so the
             multi-process path of `run_batch` is not available here yet.
+        sharding: `"named"` or `"shard_map"`, how a chunk is split over several local devices
+            (`sweep.run_batch`).
         regularizer, learning_rates, solve_kwargs: as in `fine_tune_reduced` (`rtol`, `atol`,
-            `grad_tol`, `max_steps`, `solver`, `dtmin`).
+            `grad_tol`, `steady_tol`, `max_steps`, `solver`, `dtmin`); by default a run stops
+            at steady state (`steady_state.FitStop`) and reports the flow's end point.
     """
     stacked = stack_problems(problems)
     if stacked.B0.ndim != 3:
@@ -138,7 +142,14 @@ def fine_tune_batch(
     order = stiffness_order(reduced["stiffness"]) if group_by_cost else None
     solve_params = {n: v for n, v in reduced.items() if n != "stiffness"}
     out = run_batch(
-        solve_one, solve_params, key=key, chunk_size=chunk_size, store=store, progress=progress, order=order
+        solve_one,
+        solve_params,
+        key=key,
+        chunk_size=chunk_size,
+        store=store,
+        progress=progress,
+        order=order,
+        sharding=sharding,
     )
     t = np.asarray(save_at, float) if save_at is not None else None
     if t is None:  # the two ends: 0 and where each run stopped

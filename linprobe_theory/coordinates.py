@@ -36,12 +36,45 @@ def uses_gram_form(model, loss) -> bool:
     return model.linear and is_squared(loss)
 
 
+class FitFrame(eqx.Module):
+    """Where the linear model's fit lives: `u = Eᵀ Bᵀ v` in the basis `E` of S made of X's right
+    singular vectors, its least-squares target `u⋆ = b / λ` and the curvatures `λ`. For the
+    squared loss `Xᵀ r = E (λ ⊙ (u − u⋆))`: the fit's gap drives the whole flow
+    (`steady_state.FitStop`). `basis=None`: the state is already `Z = B E` (reduced coordinates).
+    """
+
+    basis: Float[Array, "d m"] | None
+    curvature: Float[Array, " m"]
+    u_star: Float[Array, " m"]
+
+    @classmethod
+    def of(cls, rp: red.ReducedProblem, basis=None) -> FitFrame:
+        seen = rp.curvature > 0  # directions of S the data do not see never move: gap 0 there
+        u_star = jnp.where(seen, rp.b / jnp.where(seen, rp.curvature, 1.0), 0.0)
+        return cls(basis, rp.curvature, u_star)
+
+    def in_frame(self, W) -> Float[Array, "k m"]:
+        """`Z = W E` (`W` itself in reduced coordinates)."""
+        return W if self.basis is None else W @ self.basis
+
+    def gap(self, v, W) -> Float[Array, " m"]:
+        """`u − u⋆` on the directions the data see."""
+        return jnp.where(self.curvature > 0, self.in_frame(W).T @ v - self.u_star, 0.0)
+
+    def move(self, v, W, x, eta_v, eta_B):
+        """`(v, W) − P A x`, `A x = (Z x, v xᵀ Eᵀ)`: a step along the directions the flow moves in."""
+        dW = jnp.outer(v, x if self.basis is None else self.basis @ x)
+        return v - eta_v * (self.in_frame(W) @ x), W - eta_B * dW
+
+
 class FullCoordinates(eqx.Module):
-    """State `(v, B)`; the data term is `Σᵢ ℓ(vᵀ σ(B xᵢ), yᵢ)` on the rows of X."""
+    """State `(v, B)`; the data term is `Σᵢ ℓ(vᵀ σ(B xᵢ), yᵢ)` on the rows of X. `fit_frame`
+    (the linear model's fit, `FitFrame`) serves only the steady-state test, never the flow."""
 
     X: Float[Array, "n d"]
     targets: Float[Array, " n"]
     W0: Float[Array, "k d"]
+    fit_frame: FitFrame | None = None
     name = "full"
 
     def data_fit(self, model, loss):
@@ -62,6 +95,10 @@ class ReducedCoordinates(eqx.Module):
     @property
     def W0(self):
         return self.rp.Z0
+
+    @property
+    def fit_frame(self) -> FitFrame:
+        return FitFrame.of(self.rp)
 
     @property
     def perp_norm(self):
@@ -112,5 +149,9 @@ def make_coordinates(problem: Problem, flow, coordinates: str):
     if coordinates not in COORDINATES:
         raise ValueError(f"coordinates={coordinates!r} must be one of {COORDINATES}")
     if coordinates == "full":
-        return FullCoordinates(problem.X, training_targets(problem, flow.loss), problem.B0)
+        frame = None
+        if uses_gram_form(flow.model, flow.loss):
+            rp = red.ReducedProblem.from_problem(problem)
+            frame = FitFrame.of(rp, rp.subspace_basis(problem))
+        return FullCoordinates(problem.X, training_targets(problem, flow.loss), problem.B0, frame)
     return reduced_coordinates(red.ReducedProblem.from_problem(problem), problem, flow)

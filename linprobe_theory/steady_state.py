@@ -8,8 +8,8 @@ A stop rule has two methods: `reached(t, y, args)`, tested after every accepted 
   limit, where the state jitters at the controller's tolerance along the stiff directions: the
   speed jitters at ~`r_max · rtol · ‖y‖` (`r_max` the flow's largest rate), up to 1e-5 on the main
   study's problems, and about half of its runs never went below 1e-7.
-- `FitStop`: the paper's flow (linear model, squared loss, no regulariser, any rates) in reduced
-  coordinates. Its only driving force is the fit residual: with `u = Zᵀ v` and `u⋆ = b / λ` (the
+- `FitStop`: the paper's flow (linear model, squared loss, no regulariser, any rates), in reduced
+  or full coordinates (`coordinates.FitFrame`; in full ones `Z = B E`, `δB = δZ Eᵀ`). Its only driving force is the fit residual: with `u = Zᵀ v` and `u⋆ = b / λ` (the
   exact least-squares fit on S), `∂t v = −2 η_v Z g`, `∂t Z = −2 η_B v gᵀ`, `g = λ ⊙ (u − u⋆)`.
   It stops once `‖u − u⋆‖ ≤ steady_tol · (rtol ‖u⋆‖ + atol)`: the fit has converged to a few
   times the solver's own tolerance, which the stiff jitter reaches in every run. Near the
@@ -58,47 +58,43 @@ class SpeedStop(eqx.Module):
 
 
 class FitStop(eqx.Module):
-    """Stop the paper's flow in reduced coordinates once its fit has converged to the solver's
-    tolerance, and report the flow's limit from there (see the module docstring)."""
+    """Stop the paper's flow once its fit has converged to the solver's tolerance, and report the
+    flow's limit from there (see the module docstring); in any coordinates with a `fit_frame`."""
 
     steady_tol: float
     rtol: float
     atol: float
     t_final: jnp.ndarray
 
-    @staticmethod
-    def _fit_gap(rp, v, Z):
-        """`u − u⋆ = g / λ` on the directions of S the data see (`λ > 0`; elsewhere the flow
-        does not move, and the gap is 0)."""
-        seen = rp.curvature > 0
-        u_star = jnp.where(seen, rp.b / jnp.where(seen, rp.curvature, 1.0), 0.0)
-        return jnp.where(seen, Z.T @ v - u_star, 0.0), u_star
-
     def reached(self, t, y, args):
         flow, coords = args
-        rp = coords.rp
-        v, Z = y
-        gap, u_star = self._fit_gap(rp, v, Z)
-        size, tol = jnp.linalg.norm(gap), self.rtol * jnp.linalg.norm(u_star) + self.atol
-        smallest_curvature = jnp.min(jnp.where(rp.curvature > 0, rp.curvature, jnp.inf))
+        frame = coords.fit_frame
+        v, W = y
+        size = jnp.linalg.norm(frame.gap(v, W))
+        tol = self.rtol * jnp.linalg.norm(frame.u_star) + self.atol
+        smallest_curvature = jnp.min(jnp.where(frame.curvature > 0, frame.curvature, jnp.inf))
         slowest_rate = 2.0 * flow.rates.B * smallest_curvature * jnp.dot(v, v)
         decays_needed = jnp.log(size / (HORIZON_FRACTION * tol))
         return (size <= self.steady_tol * tol) & ((self.t_final - t) * slowest_rate >= decays_needed)
 
     def limit(self, y, args):
         flow, coords = args
-        v, Z = y
-        gap, _ = self._fit_gap(coords.rp, v, Z)
+        frame = coords.fit_frame
+        v, W = y
+        Z = frame.in_frame(W)
         eta_v, eta_B = flow.rates.v, flow.rates.B
         gram = eta_v * (Z.T @ Z) + eta_B * jnp.dot(v, v) * jnp.eye(Z.shape[1])
-        x = jnp.linalg.solve(gram, gap)
-        return v - eta_v * (Z @ x), Z - eta_B * jnp.outer(v, x)
+        return frame.move(v, W, jnp.linalg.solve(gram, frame.gap(v, W)), eta_v, eta_B)
 
 
 def has_fit_stop(flow, coords) -> bool:
-    """Whether `FitStop` describes this flow exactly: reduced coordinates in the Gram form
-    (linear model, squared loss) and no regulariser (one moves the minimiser off `u = u⋆`)."""
-    return coords.name == "reduced" and uses_gram_form(flow.model, flow.loss) and not flow.regularizers
+    """Whether `FitStop` describes this flow exactly: the linear model with the squared loss, no
+    regulariser (one moves the minimiser off `u = u⋆`), and coordinates that know their fit."""
+    return (
+        uses_gram_form(flow.model, flow.loss)
+        and not flow.regularizers
+        and getattr(coords, "fit_frame", None) is not None
+    )
 
 
 def stop_rule(flow, coords, options, speed: Callable):

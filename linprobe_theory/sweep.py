@@ -65,15 +65,33 @@ def stiffness_estimates(setup, params, *, key, chunk_size: int = 256) -> np.ndar
     return run_batch(estimate, params, key=key, chunk_size=chunk_size)["stiffness"]
 
 
+SHARDINGS = ("named", "shard_map")
+
+
 @functools.lru_cache(maxsize=64)
-def _batched(run_fn):
+def _batched(run_fn, mesh=None, sharding: str = "named"):
     """`jit(vmap(run_fn))` with the base key as an unbatched argument; cached per `run_fn`, so
-    repeated sweeps (e.g. a resume in the same process) reuse the compiled executable."""
+    repeated sweeps (e.g. a resume in the same process) reuse the compiled executable.
+
+    `sharding="named"`: one vmapped program over the whole chunk, its batch axis sharded by a
+    `NamedSharding` (XLA partitions it; a vmapped adaptive `while_loop` then runs until the
+    chunk's slowest run is done on every device). `"shard_map"`: each device runs its own vmapped
+    loop over its slice, so a device stops when its own slowest run does (diffrax issue #718,
+    jax #20968; measured in `benchmarks/bench_batch.py`)."""
 
     def one(p, index, key):
         return run_fn(p, jax.random.fold_in(key, index))
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+    vmapped = jax.vmap(one, in_axes=(0, 0, None))
+    if sharding == "named" or mesh is None:
+        return jax.jit(vmapped)
+    runs = PartitionSpec("runs")
+    # check_vma=False: equinox's error_if (inside diffrax) builds a cond whose branches the
+    # varying-axes check types differently under shard_map.
+    mapped = jax.shard_map(
+        vmapped, mesh=mesh, in_specs=(runs, runs, PartitionSpec()), out_specs=runs, check_vma=False
+    )
+    return jax.jit(mapped)
 
 
 def run_batch(
@@ -87,6 +105,7 @@ def run_batch(
     devices=None,
     progress=None,
     processes: tuple[int, int] | None = None,
+    sharding: str = "named",
 ) -> dict[str, np.ndarray]:
     """Evaluate `run_fn(params_i, key_i)` for every run `i` and stack the outputs.
 
@@ -109,6 +128,8 @@ def run_batch(
         progress: anything with `update(n)` (e.g. a `tqdm` bar), told runs done per chunk.
         processes: `(process_index, process_count)`; default `jax.process_index()`,
             `jax.process_count()`. Overriding it lets one machine play one process of a sweep.
+        sharding: how a chunk is split over several devices: `"named"` (one partitioned
+            program) or `"shard_map"` (a loop per device); the same answers either way.
 
     Returns:
         dict of numpy arrays with leading axis `num_runs`. With several processes each computes
@@ -136,12 +157,14 @@ def run_batch(
     chunk_size = -(-chunk_size // len(devices)) * len(devices)
     chunk_size = min(chunk_size, -(-num_runs // len(devices)) * len(devices))
     mesh = Mesh(np.array(devices), ("runs",))
-    sharding = NamedSharding(mesh, PartitionSpec("runs"))
+    placement = NamedSharding(mesh, PartitionSpec("runs"))
     process, num_processes = (jax.process_index(), jax.process_count()) if processes is None else processes
     if num_processes > 1 and store is None:
         raise ValueError("a sweep over several processes needs a ChunkStore on a shared file system")
 
-    batched = _batched(run_fn)
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding={sharding!r} must be one of {SHARDINGS}")
+    batched = _batched(run_fn, mesh if len(devices) > 1 else None, sharding)
     chunks = chunk_plan(num_runs, chunk_size, order)
     # jax arrays stay where they are (a chunk is gathered on device); anything else is numpy.
     columns = {n: params[n] if isinstance(params[n], jax.Array) else np.asarray(params[n]) for n in names}
@@ -149,7 +172,7 @@ def run_batch(
     def compute(idx):
         padded = np.concatenate([idx, np.full(chunk_size - len(idx), idx[-1])])
         # One copy per chunk onto the devices: a d-sized parameter is moved only while in flight.
-        args, index = jax.device_put(({n: columns[n][padded] for n in names}, padded), sharding)
+        args, index = jax.device_put(({n: columns[n][padded] for n in names}, padded), placement)
         return {n: np.asarray(a)[: len(idx)] for n, a in batched(args, index, key).items()}
 
     def load(c, idx):

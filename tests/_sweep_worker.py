@@ -70,7 +70,13 @@ def sharding(out):
     key = jax.random.key(7)
     one = run_batch(compare_run, params, key=key, chunk_size=5, devices=jax.devices()[:1])
     four = run_batch(compare_run, params, key=key, chunk_size=6, order=order)
-    np.savez(out, **{f"one/{n}": a for n, a in one.items()}, **{f"four/{n}": a for n, a in four.items()})
+    mapped = run_batch(compare_run, params, key=key, chunk_size=6, order=order, sharding="shard_map")
+    np.savez(
+        out,
+        **{f"one/{n}": a for n, a in one.items()},
+        **{f"four/{n}": a for n, a in four.items()},
+        **{f"mapped/{n}": a for n, a in mapped.items()},
+    )
 
 
 def sweep(store_dir, out, resume, slow):

@@ -23,7 +23,7 @@ def test_four_devices_match_one_device(tmp_path):
     """compare_methods over 13 runs: 1 device with chunk 5 (13 = 5+5+3) vs 4 devices with chunk 6
     (rounded up to 8; 13 = 8+5, padded) and a stiffness order. Each run's adaptive solve is
     independent of its chunk mates (finished members are frozen under vmap), so the two agree to
-    round-off; measured: bit-for-bit."""
+    round-off; measured: bit-for-bit. The same with `sharding="shard_map"` (a loop per device)."""
     out = tmp_path / "out.npz"
     env = worker_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
     res = subprocess.run(
@@ -38,10 +38,11 @@ def test_four_devices_match_one_device(tmp_path):
         names = sorted(n.split("/", 1)[1] for n in data.files if n.startswith("one/"))
         assert "ft_ood_final" in names and "lpft_ood_t" in names
         for name in names:
-            one, four = data[f"one/{name}"], data[f"four/{name}"]
-            assert one.shape == four.shape and one.shape[0] == 13
-            if np.issubdtype(one.dtype, np.integer):
-                np.testing.assert_array_equal(one, four, err_msg=name)
-            else:
-                np.testing.assert_allclose(four, one, rtol=1e-12, atol=1e-12, err_msg=name)
+            one = data[f"one/{name}"]
+            for other in (data[f"four/{name}"], data[f"mapped/{name}"]):
+                assert one.shape == other.shape and one.shape[0] == 13
+                if np.issubdtype(one.dtype, np.integer):
+                    np.testing.assert_array_equal(one, other, err_msg=name)
+                else:
+                    np.testing.assert_allclose(other, one, rtol=1e-12, atol=1e-12, err_msg=name)
         assert np.all(data["one/ft_status"] <= 1)

@@ -164,18 +164,32 @@ def test_save_at_t_final_only_needs_no_dense_output():
     np.testing.assert_allclose(run(v0[None])[0], end.v, rtol=1e-12)
 
 
-def test_paper_flow_in_full_coordinates_keeps_the_speed_test():
+def test_which_flows_get_the_fit_stop():
     from linprobe_theory.coordinates import make_coordinates
-    from linprobe_theory.steady_state import SpeedStop, has_fit_stop, stop_rule
+    from linprobe_theory.steady_state import SpeedStop, stop_rule
 
     problem = jax.tree.map(lambda x: x[0], _family("unit_inputs")[0])
     options = lt.SolveOptions(t_final=1.0)
-    assert isinstance(
-        stop_rule(PAPER_FLOW, make_coordinates(problem, PAPER_FLOW, "reduced"), options, None), FitStop
-    )
-    full = make_coordinates(problem, PAPER_FLOW, "full")
-    assert not has_fit_stop(PAPER_FLOW, full)
-    assert isinstance(stop_rule(PAPER_FLOW, full, options, None), SpeedStop)
-    decayed = make_flow(regularizer=lt.WeightDecay(0.1))
-    assert not has_fit_stop(decayed, make_coordinates(problem, decayed, "reduced"))
-    assert stop_rule(PAPER_FLOW, full, lt.SolveOptions(t_final=1.0, grad_tol=None), None) is None
+    for coordinates in ("reduced", "full"):
+        coords = make_coordinates(problem, PAPER_FLOW, coordinates)
+        assert isinstance(stop_rule(PAPER_FLOW, coords, options, None), FitStop)
+        assert stop_rule(PAPER_FLOW, coords, lt.SolveOptions(t_final=1.0, grad_tol=None), None) is None
+        assert isinstance(
+            stop_rule(PAPER_FLOW, coords, lt.SolveOptions(t_final=1.0, steady_tol=None), None), SpeedStop
+        )
+        for flow in (make_flow(regularizer=lt.WeightDecay(0.1)), make_flow(activation="tanh")):
+            assert isinstance(
+                stop_rule(flow, make_coordinates(problem, flow, coordinates), options, None), SpeedStop
+            )
+
+
+def test_full_and_reduced_coordinates_stop_at_the_same_answer():
+    problem = jax.tree.map(lambda x: x[3], _family("unit_inputs")[0])
+    v0 = lt.random_head(problem, key=jax.random.key(7))
+    full = lt.fine_tune(problem, v0, t_final=T_FINAL, coordinates="full")
+    reduced = lt.fine_tune(problem, v0, t_final=T_FINAL)
+    assert int(full.status) == int(reduced.status) == lt.SolveStatus.STEADY_STATE
+    np.testing.assert_allclose(full.B[-1], reduced.B[-1], atol=1e-9)
+    np.testing.assert_allclose(full.v[-1], reduced.v[-1], atol=1e-9)
+    # The limit moves B only along S: the S⊥ part of B0 is untouched to round-off.
+    assert float(lt.orthogonal_drift(problem, full.B[-1])) < 1e-13
