@@ -218,7 +218,7 @@ def main(args):
         t_final = fam["t_final"]
         problems, v0s = build(spec, num_runs, fam["scale"])
         (ood_a, train_a, steps_a, status_a), s_a = timed(
-            lambda p, v: path_a(p, v, t_final, chunk), problems, v0s
+            lambda p, v, t=t_final: path_a(p, v, t, chunk), problems, v0s
         )
         path_b = make_path_b(t_final)
         (ood_b, train_b, steps_b, status_b), s_b = timed(path_b, problems, v0s)

@@ -9,7 +9,8 @@ A stop rule has two methods: `reached(t, y, args)`, tested after every accepted 
   speed jitters at ~`r_max · rtol · ‖y‖` (`r_max` the flow's largest rate), up to 1e-5 on the main
   study's problems, and about half of its runs never went below 1e-7.
 - `FitStop`: the paper's flow (linear model, squared loss, no regulariser, any rates), in reduced
-  or full coordinates (`coordinates.FitFrame`; in full ones `Z = B E`, `δB = δZ Eᵀ`). Its only driving force is the fit residual: with `u = Zᵀ v` and `u⋆ = b / λ` (the
+  or full coordinates (`coordinates.FitFrame`; in full ones `Z = B E`, `δB = δZ Eᵀ`).
+  Its only driving force is the fit residual: with `u = Zᵀ v` and `u⋆ = b / λ` (the
   exact least-squares fit on S), `∂t v = −2 η_v Z g`, `∂t Z = −2 η_B v gᵀ`, `g = λ ⊙ (u − u⋆)`.
   It stops once `‖u − u⋆‖ ≤ steady_tol · (rtol ‖u⋆‖ + atol)`: the fit has converged to a few
   times the solver's own tolerance, which the stiff jitter reaches in every run. Near the
