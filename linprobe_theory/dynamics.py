@@ -145,7 +145,9 @@ def fine_tune(
         v0: initial head, shape `(k,)`.
         options: a `SolveOptions`; or give its fields as keywords: `t_final` (required),
             `save_at` (default `[0, t_final]`), `rtol=1e-8`, `atol=1e-12`, `grad_tol=1e-7`
-            (steady-state stop on the flow's speed; `None` never stops early),
+            (`None` never stops early), `steady_tol=10` (the paper's flow stops once its fit
+            is within 10× the solver's tolerance and reports the flow's end point;
+            `steady_state.py`; other flows stop on their speed `< grad_tol`),
             `max_steps=100_000`, `solver` (default `FusedTsit5()`), `dtmin` (a step floor for
             ReLU flows that slide along their kink; default none).
         coordinates: `"reduced"` (exact, `O(k m)` per evaluation for the paper's flow) or
