@@ -189,6 +189,45 @@ def shardings(problems, v0s, t_final, chunk):
     return out
 
 
+def d_scan(dims, num_runs, chunk, t_final=10.0):
+    """Per-run time on the full path, set-up included, as `d` grows: `make_problem` (timed) and
+    `fine_tune_batch` of problems with `coverage=0.9`, whose reduced problem (hence ODE) is the
+    same for every `d`, so any change is cost per run, not work."""
+    rows = []
+    for d in dims:
+        spec = lt.ProblemSpec(d=d, k=10, m=50, n=100, eps=0.1, coverage=0.9)
+        make = jax.jit(
+            jax.vmap(lambda i, spec=spec: lt.make_problem(spec, key=jax.random.fold_in(jax.random.key(1), i)))
+        )
+        problems, s_make = timed(make, jnp.arange(num_runs), repeat=2)
+        v0s = jax.vmap(lambda p, i: lt.random_head(p, key=jax.random.fold_in(jax.random.key(2), i)))(
+            problems, jnp.arange(num_runs)
+        )
+        fn = lambda p, v: lt.fine_tune_batch(p, v, t_final=t_final, rtol=RTOL, atol=ATOL, chunk_size=chunk)
+        result, s_solve = timed(lambda p, v, fn=fn: fn(p, v).ood, problems, v0s, repeat=2)
+        rows.append(
+            {
+                "d": d,
+                "make_ms_per_run": 1e3 * s_make / num_runs,
+                "batch_ms_per_run": 1e3 * s_solve / num_runs,
+                "total_ms_per_run": 1e3 * (s_make + s_solve) / num_runs,
+                "ood_final_mean": float(np.mean(result[:, -1])),
+            }
+        )
+        print(
+            f"  d={d:>6}: make_problem {rows[-1]['make_ms_per_run']:7.2f} ms/run, fine_tune_batch "
+            f"{rows[-1]['batch_ms_per_run']:6.2f} ms/run, total {rows[-1]['total_ms_per_run']:7.2f}",
+            flush=True,
+        )
+    totals = [r["total_ms_per_run"] for r in rows]
+    batches = [r["batch_ms_per_run"] for r in rows]
+    return {
+        "rows": rows,
+        "total_max_over_min": max(totals) / min(totals),
+        "batch_max_over_min": max(batches) / min(batches),
+    }
+
+
 def main(args):
     if args.quick:
         d, k, m, n, num_runs, loop_n, chunk = 200, 5, 20, 40, 32, 4, 16
@@ -275,6 +314,14 @@ def main(args):
             + (f"\n  shardings: {row['shardings']}" if "shardings" in row else ""),
             flush=True,
         )
+    dims = (100, 400) if args.quick else (100, 1000, 10_000)
+    print(f"full path over d ({num_runs // 2} runs each, coverage 0.9: one ODE for every d):", flush=True)
+    results["d_scan"] = d_scan(dims, num_runs // 2, chunk)
+    print(
+        f"  max/min over d: total {results['d_scan']['total_max_over_min']:.2f}x, "
+        f"fine_tune_batch alone {results['d_scan']['batch_max_over_min']:.2f}x",
+        flush=True,
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

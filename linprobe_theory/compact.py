@@ -42,6 +42,7 @@ from .construction import (
     numeric_parameters,
     rotation_cos_sin,
 )
+from .linalg import symmetric_eigh
 from .problem import Problem
 
 
@@ -77,6 +78,6 @@ def haar_frame_in_compact_form(key: PRNGKeyArray, *, d: int, m: int, p: int) -> 
     diag = jnp.sqrt(2.0 * jax.random.gamma(k_chi, dof / 2.0))
     A = jnp.tril(jax.random.normal(k_low, (p, p)), -1) + jnp.diag(diag)
     M = G_S.T @ G_S + A @ A.T
-    lam, V = jnp.linalg.eigh(M)
+    lam, V = symmetric_eigh(M)
     M_inv_sqrt = (V / jnp.sqrt(lam)) @ V.T
     return jnp.concatenate([G_S @ M_inv_sqrt, A.T @ M_inv_sqrt], axis=0)

@@ -39,6 +39,18 @@ def thin_qr(a: Float[Array, "r c"]):
 
 
 @_one_at_a_time
+def symmetric_eigh(a: Float[Array, "r r"]):
+    """`(λ, V)` with `a = V diag(λ) Vᵀ` for a symmetric `a`, `λ` ascending."""
+    return jnp.linalg.eigh(a)
+
+
+@_one_at_a_time
+def solve_linear(a: Float[Array, "r r"], b: Float[Array, " r"]) -> Float[Array, " r"]:
+    """`a⁻¹ b` for a square non-singular `a` (LU)."""
+    return jnp.linalg.solve(a, b)
+
+
+@_one_at_a_time
 def pinv(a: Float[Array, "r c"]) -> Float[Array, "c r"]:
     """Moore–Penrose pseudo-inverse (numpy's default cut-off for small singular values)."""
     return jnp.linalg.pinv(a)
@@ -56,14 +68,38 @@ def spectral_norm(a: Float[Array, "r c"]) -> Float[Array, ""]:
 
 
 def random_orthonormal_columns(key: PRNGKeyArray, d: int, p: int) -> Float[Array, "d p"]:
-    """A Haar-distributed `d × p` matrix with orthonormal columns (QR of a Gaussian, signs fixed).
+    """A Haar-distributed `d × p` matrix with orthonormal columns: the `Q` of the thin QR
+    `G = Q R` of a Gaussian `G` with `diag(R) > 0`.
 
-    Costs `O(d p²)`, so it never forms a `d × d` rotation.
+    Costs `O(d p²)`, so it never forms a `d × d` rotation. Tall frames (`d ≥ 2p`) use
+    `cholesky_qr2`, whose work is two matrix products (GEMM speed); Householder QR of a
+    `10⁴ × 70` Gaussian runs ~3× slower per matrix on XLA:CPU (benchmarks/RESULTS.md).
     """
     g = jax.random.normal(key, (d, p))
+    if d >= 2 * p:
+        return cholesky_qr2(g)
     q, r = thin_qr(g)
     # Multiplying by sign(diag r) makes the distribution exactly Haar.
     return q * jnp.where(jnp.diag(r) < 0, -1.0, 1.0)
+
+
+@_one_at_a_time
+def _inverse_cholesky_factor(gram: Float[Array, "p p"]) -> Float[Array, "p p"]:
+    """`R⁻¹` for `gram = Rᵀ R`, `R` upper triangular with a positive diagonal."""
+    R = jnp.linalg.cholesky(gram).T
+    return jax.scipy.linalg.solve_triangular(R, jnp.eye(gram.shape[0], dtype=gram.dtype), lower=False)
+
+
+def cholesky_qr2(a: Float[Array, "r c"]) -> Float[Array, "r c"]:
+    """The `Q` of `a = Q R` with `diag(R) > 0`, by CholeskyQR2: `Q₁ = a R₁⁻¹` from
+    `aᵀa = R₁ᵀR₁`, then once more on `Q₁` (Yamamoto et al. 2015). One pass loses
+    orthogonality as `ε κ(a)²`; the second brings it to `O(ε)` for `κ(a) ≲ ε^{-1/2} ≈ 10⁸`.
+    Tall Gaussians are far inside that (`κ ≤ (1 + √(c/r))/(1 − √(c/r))` roughly, ≈ 6 at
+    `r = 2c`). The product of the two positive-diagonal factors is positive-diagonal, so this is
+    the same `Q` as Householder QR with its signs fixed, to round-off."""
+    for _ in range(2):
+        a = a @ _inverse_cholesky_factor(a.T @ a)
+    return a
 
 
 def polar_factor(M: Float[Array, "k k"]) -> Float[Array, "k k"]:

@@ -39,6 +39,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from .coordinates import uses_gram_form
+from .linalg import solve_linear
 
 HORIZON_FRACTION = 0.1
 """`FitStop` stops only where what is left of the fit's gap at `t_final` is below this fraction
@@ -85,7 +86,7 @@ class FitStop(eqx.Module):
         Z = frame.in_frame(W)
         eta_v, eta_B = flow.rates.v, flow.rates.B
         gram = eta_v * (Z.T @ Z) + eta_B * jnp.dot(v, v) * jnp.eye(Z.shape[1])
-        return frame.move(v, W, jnp.linalg.solve(gram, frame.gap(v, W)), eta_v, eta_B)
+        return frame.move(v, W, solve_linear(gram, frame.gap(v, W)), eta_v, eta_B)
 
 
 def has_fit_stop(flow, coords) -> bool:

@@ -97,10 +97,23 @@ def sweep(store_dir, out, resume, slow):
     np.savez(out, computed=np.array(store.computed, dtype=int), **res)
 
 
+def batch_on_devices(out):
+    """`fine_tune_batch` with its chunks split over the devices, at a size where batched LAPACK
+    calls on two devices at once used to deadlock (the steady-state limit's linear solve)."""
+    spec = lt.ProblemSpec(d=1000, k=10, m=50, n=100, eps=0.1)
+    keys = jax.random.split(jax.random.key(3), 128)
+    problems = jax.vmap(lambda k: lt.make_problem(spec, key=k))(keys)
+    v0s = jax.vmap(lambda p, k: lt.random_head(p, key=k))(problems, keys)
+    res = lt.fine_tune_batch(problems, v0s, t_final=10.0, chunk_size=64)
+    np.savez(out, ood=res.ood, status=res.status)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "sharding":
         sharding(sys.argv[2])
+    elif mode == "batch":
+        batch_on_devices(sys.argv[2])
     else:
         slow = float(sys.argv[sys.argv.index("--slow") + 1]) if "--slow" in sys.argv else 0.0
         sweep(sys.argv[2], sys.argv[3], "--resume" in sys.argv, slow)

@@ -49,6 +49,26 @@ def test_batch_equals_single_runs(batch):
     assert np.all(out.status <= lt.SolveStatus.STEADY_STATE)
 
 
+def _feature_change(rp, v, Z, s):
+    return {"feature_change": jnp.linalg.norm(Z - rp.Z0), "head_norm": jnp.linalg.norm(v)}
+
+
+def test_observe_saves_what_the_user_asks_for(batch):
+    problems, v0s = batch
+    out = fine_tune_batch(problems, v0s, t_final=20.0, save_at=SAVES, observe=_feature_change, chunk_size=4)
+    assert set(out.observed) == {"feature_change", "head_norm"}
+    assert out.observed["feature_change"].shape == (RUNS, len(SAVES))
+    plain = fine_tune_batch(problems, v0s, t_final=20.0, save_at=SAVES, chunk_size=4)
+    assert plain.observed is None
+    np.testing.assert_array_equal(out.ood, plain.ood)  # observing does not change the solve
+    for i in range(RUNS):
+        single = lt.fine_tune(_run(problems, i), v0s[i], t_final=20.0, save_at=SAVES)
+        # B − B0 = (Z − Z0) Eᵀ with E orthonormal: the same Frobenius norm.
+        change = jnp.linalg.norm(single.B - single.B[0], axis=(1, 2))
+        np.testing.assert_allclose(out.observed["feature_change"][i], change, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(out.observed["head_norm"][i], jnp.linalg.norm(single.v, axis=1), rtol=1e-9)
+
+
 def test_input_form_chunking_and_grouping_do_not_change_the_answer(batch):
     problems, v0s = batch
     ref = fine_tune_batch(problems, v0s, t_final=20.0, chunk_size=RUNS, group_by_cost=False)
@@ -102,6 +122,10 @@ def test_resume_reuses_only_the_same_batch(batch, tmp_path):
     longer = fine_tune_batch(problems, v0s, t_final=5.0, chunk_size=4, store=store, grad_tol=None)
     assert np.all(longer.t_stop > 1.0)  # not the stale t_final = 1 chunks
     assert len(list(tmp_path.glob("batch-*"))) == 2  # one substore per batch
+    observed = fine_tune_batch(problems, v0s, t_final=1.0, chunk_size=4, store=store, observe=_feature_change)
+    assert len(list(tmp_path.glob("batch-*"))) == 3  # an observer names its own substore
+    again = fine_tune_batch(problems, v0s, t_final=1.0, chunk_size=4, store=store, observe=_feature_change)
+    np.testing.assert_array_equal(again.observed["feature_change"], observed.observed["feature_change"])
 
 
 def test_weight_decay_ood_stays_finite_when_the_perp_scale_underflows(batch):

@@ -46,3 +46,25 @@ def test_four_devices_match_one_device(tmp_path):
                 else:
                     np.testing.assert_allclose(other, one, rtol=1e-12, atol=1e-12, err_msg=name)
         assert np.all(data["one/ft_status"] <= 1)
+
+
+def test_fine_tune_batch_on_two_devices_finishes_and_matches_one(tmp_path):
+    """Regression: with two CPU devices each solving half a chunk, the steady-state limit's
+    batched LU (`jnp.linalg.solve` under `vmap`) deadlocked in jaxlib 0.10.2's LAPACK batch
+    splitting; it now goes through `linalg.solve_linear`, one matrix at a time."""
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"batch{devices}.npz"
+        env = worker_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        res = subprocess.run(
+            [sys.executable, str(WORKER), "batch", str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        with np.load(out) as data:
+            results[devices] = dict(data)
+    assert np.all(results[2]["status"] <= 1)
+    np.testing.assert_allclose(results[2]["ood"], results[1]["ood"], rtol=1e-12, atol=1e-15)
