@@ -53,11 +53,13 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.integrate import solve_ivp  # noqa: E402
 
 import linprobe_theory as lt  # noqa: E402
 from linprobe_theory import reduced as red  # noqa: E402
 from linprobe_theory.sweep import chunk_plan  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_sweep import scipy_ft  # noqa: E402  (C): the same numpy + scipy FT as bench_sweep's
 
 RTOL, ATOL = 1e-8, 1e-12
 FAMILIES = {"benchmark": dict(scale=False, t_final=10.0), "scaled": dict(scale=True, t_final=20.0)}
@@ -103,22 +105,6 @@ def make_path_b(t_final):
         return lt.ood_loss(problem, v, B), lt.train_loss(problem, v, B), tr.num_steps, tr.status
 
     return jax.jit(jax.vmap(one))
-
-
-def scipy_ft(X, y, B0, v0, t_final):
-    """(C): full coordinates, flattened state, DOP853 — as in bench_sweep.py."""
-    k, d = B0.shape
-
-    def field(t, z):
-        v, B = z[:k], z[k:].reshape(k, d)
-        r = X @ (B.T @ v) - y
-        Xr = X.T @ r
-        return np.concatenate([-2.0 * B @ Xr, (-2.0 * np.outer(v, Xr)).ravel()])
-
-    sol = solve_ivp(
-        field, (0.0, t_final), np.concatenate([v0, B0.ravel()]), method="DOP853", rtol=RTOL, atol=ATOL
-    )
-    return sol.y[:k, -1], sol.y[k:, -1].reshape(k, d), sol.nfev
 
 
 def path_c(problems, v0s, runs, t_final):
