@@ -100,23 +100,27 @@ def fine_tune_batch(
         problems: a `Problem` with a leading run axis (e.g. `jax.vmap(make_problem)` over keys)
             or a list of problems of one shape.
         v0s: initial heads `(runs, k)`.
-        t_final, save_at: the horizon and saved times (shared by all runs); without `save_at`
-            only the two ends are saved (no dense output).
+        t_final: the horizon (shared by all runs).
+        save_at: the saved times (shared by all runs); without it only the two ends are saved
+            (no dense output).
         observe: optional `observe(rp, v, Z, s) -> dict of arrays`, saved beside the losses at
             the saved times (`rp` the run's `ReducedProblem`, `(v, Z)` its reduced state, `s`
             the scale of the S⊥ part, 1 without a weight decay); `BatchResult.observed`.
         lp_first: LP-FT: start FT from LP's closed-form limit instead of `v0s` (`lp_ft_batch`).
         chunk_size: runs per compiled call (bounds memory).
         group_by_cost: order runs by `ReducedProblem.stiffness(v0)` so similar runs share a chunk.
-        store, progress: a `ChunkStore` (resume: the solves' finished chunks, in a substore named
-            by the batch's settings and inputs) and a progress bar (the solves), as in
-            `sweep.run_batch`. One process: the reduction phase is not stored, so the
-            multi-process path of `run_batch` is not available here yet.
+        store: a `ChunkStore` for resume (the solves' finished chunks, in a substore named by
+            the batch's settings and inputs), as in `sweep.run_batch`. One process: the
+            reduction phase is not stored, so the multi-process path of `run_batch` is not
+            available here yet.
+        progress: a progress bar over the solves, as in `sweep.run_batch`.
         sharding: `"named"` or `"shard_map"`, how a chunk is split over several local devices
             (`sweep.run_batch`).
-        regularizer, learning_rates, solve_kwargs: as in `fine_tune_reduced` (`rtol`, `atol`,
-            `grad_tol`, `steady_tol`, `max_steps`, `solver`, `dtmin`); by default a run stops
-            at steady state (`steady_state.FitStop`) and reports the flow's end point.
+        regularizer: as in `fine_tune_reduced`.
+        learning_rates: as in `fine_tune_reduced`.
+        **solve_kwargs: as in `fine_tune_reduced` (`rtol`, `atol`, `grad_tol`, `steady_tol`,
+            `max_steps`, `solver`, `dtmin`); by default a run stops at steady state
+            (`steady_state.FitStop`) and reports the flow's end point.
     """
     stacked = stack_problems(problems)
     if stacked.B0.ndim != 3:

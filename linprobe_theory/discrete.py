@@ -82,9 +82,11 @@ def train_discrete(
         batch_size: minibatch size (sampled without replacement each step, needs `key`);
             `None` is full-batch gradient descent.
         check: raise `SolveError` on divergence for a concrete run.
-        activation, loss, regularizer: the variant of the objective, as in `fine_tune` (per-layer
-            rates belong to the optimiser here, e.g. `optax.multi_transform`). The minibatch
-            rescaling applies to the data term only.
+        activation: the model's activation, as in `fine_tune`.
+        loss: the data-fit loss, as in `fine_tune`.
+        regularizer: penalties added to the objective, as in `fine_tune`. Per-layer rates belong
+            to the optimiser here (e.g. `optax.multi_transform`); the minibatch rescaling
+            applies to the data term only.
     """
     v0 = validate_head(problem, v0)
     if method not in METHODS:

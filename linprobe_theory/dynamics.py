@@ -135,10 +135,10 @@ def fine_tune(
     learning_rates=(1.0, 1.0),
     **solve_kwargs,
 ) -> Trajectory:
-    """Fine-tuning: gradient flow on `(v, B)` from `(v0, B0)`.
+    r"""Fine-tuning: gradient flow on `(v, B)` from `(v0, B0)`.
 
-    $$\\partial_t v = -2 B X^\\top r, \\quad \\partial_t B = -2 v r^\\top X,
-      \\quad r = X B^\\top v - y.$$
+    $$\partial_t v = -2 B X^\top r, \quad \partial_t B = -2 v r^\top X,
+      \quad r = X B^\top v - y.$$
 
     Args:
         problem: the problem instance.
@@ -172,9 +172,9 @@ def linear_probe(
     learning_rates=(1.0, 1.0),
     **solve_kwargs,
 ) -> Trajectory:
-    """Linear probing: gradient flow on the head alone, features frozen at `B0`.
+    r"""Linear probing: gradient flow on the head alone, features frozen at `B0`.
 
-    $$\\partial_t v = -2 B_0 X^\\top (X B_0^\\top v - y).$$
+    $$\partial_t v = -2 B_0 X^\top (X B_0^\top v - y).$$
 
     For the squared loss a convex problem whose limit is `probing.lp_limit` (for the paper's
     flow `linear_probe_solution(problem, v0)`). Arguments as in `fine_tune`; `Trajectory.B`

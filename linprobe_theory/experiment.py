@@ -22,7 +22,6 @@ from pathlib import Path
 from .storage import ChunkStore, fingerprint, read_csv, write_csv, write_json
 
 PACKAGES = ("jax", "jaxlib", "diffrax", "equinox", "optax", "numpy", "matplotlib", "linprobe-theory")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def field(default, help: str, **kwargs):
@@ -43,13 +42,15 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
+    """The commit of the checkout this package runs from (`unknown` for an installed copy)."""
+    source = Path(__file__).resolve().parent
     try:
         res = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10
         )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
+            cwd=source,
             capture_output=True,
             text=True,
             timeout=10,
@@ -77,13 +78,18 @@ def build_parser(config_cls, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="run the small version (well under a minute)")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default results/<study>[-quick])"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder for the table, its sidecar and the figure (default: results/<study>[-quick] "
+        "under the current directory)",
     )
     parser.add_argument(
         "--figure-dir",
         type=Path,
         default=None,
-        help="also write the figure here (default: figures/ for full runs, none for --quick)",
+        help="also write the figure here (default: nowhere else); `--figure-dir figures` from the "
+        "repository root refreshes the committed figures",
     )
     parser.add_argument("--plot-only", action="store_true", help="re-plot from an existing <out>/<study>.csv")
     parser.add_argument(
@@ -127,10 +133,10 @@ class Study:
             if getattr(args, f.name) is not None
         }
         config = dataclasses.replace(config, **overrides)
-        out = args.out or REPO_ROOT / "results" / (self.name + ("-quick" if args.quick else ""))
+        out = args.out or Path("results") / (self.name + ("-quick" if args.quick else ""))
         out.mkdir(parents=True, exist_ok=True)
         table_path = out / f"{self.name}.csv"
-        figure_dir = args.figure_dir or (None if args.quick else REPO_ROOT / "figures")
+        figure_dir = args.figure_dir
 
         if args.plot_only:
             if not table_path.exists():
@@ -197,8 +203,32 @@ def _figure_metadata(suffix):
 
 
 def _progress_bar(disabled: bool, name: str):
-    if disabled:
-        return None
-    from tqdm.auto import tqdm
+    return None if disabled else LazyProgress(name)
 
-    return tqdm(total=None, desc=name, unit="run", dynamic_ncols=True)
+
+class LazyProgress:
+    """A tqdm bar that appears at the first `reset(total=…)`, so it never prints a total-less
+    `0run [00:00, ?run/s]` line before the sweep knows its size. Sweeps call `reset`, `update`
+    and `close`, as on a tqdm bar."""
+
+    def __init__(self, name: str, **tqdm_kwargs):
+        self.name = name
+        self.tqdm_kwargs = dict(unit="run", dynamic_ncols=True) | tqdm_kwargs
+        self.bar = None
+
+    def reset(self, total=None):
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=self.name, **self.tqdm_kwargs)
+        else:
+            self.bar.reset(total=total)
+
+    def update(self, n=1):
+        if self.bar is None:
+            self.reset()
+        self.bar.update(n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

@@ -138,8 +138,9 @@ def invariant_ood_lower_bound(
         weights: `(a, b)` with `Σ ⪰ a P_S + b P_{S⊥}`; default `a = b = σ_min(Σ)` (for the
             two-weight Σ of `ProblemSpec(ood_id_weight, ood_orth_weight)` pass those weights:
             the bound is then exact in Σ).
-        rtol, atol: stop the search once `upper − lower ≤ rtol · upper + atol` (atol matters
-            when the minimum is 0, e.g. a head with φ = 0 and ε = 0).
+        rtol: stop the search once `upper − lower ≤ rtol · upper + atol`.
+        atol: the absolute part of that stopping rule (it matters when the minimum is 0, e.g. a
+            head with φ = 0 and ε = 0).
         max_boxes: search budget; on exhausting it `lower` is still a valid bound, only looser.
 
     Host-side numpy (branch and bound has a data-dependent size): not traceable by `jit`/`vmap`.

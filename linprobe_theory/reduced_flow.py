@@ -29,11 +29,11 @@ def fine_tune_reduced(
     learning_rates=(1.0, 1.0),
     **solve_kwargs,
 ) -> FlowSolution:
-    """Fine-tuning in reduced coordinates alone: the flow of `fine_tune` written in `(v, Z)`,
+    r"""Fine-tuning in reduced coordinates alone: the flow of `fine_tune` written in `(v, Z)`,
     from `(v0, Z0)`, touching no `d`-sized array.
 
-    $$\\partial_t v = -2 Z g, \\quad \\partial_t Z = -2 v g^\\top,
-      \\quad g = \\mathrm{diag}(\\lambda) Z^\\top v - b.$$
+    $$\partial_t v = -2 Z g, \quad \partial_t Z = -2 v g^\top,
+      \quad g = \mathrm{diag}(\lambda) Z^\top v - b.$$
 
     Reduce a problem once (`ReducedProblem.from_problem`, `O(d)`), then solve it from many
     heads, or sweep many reduced problems with `sweep.run_batch`. `observe(v, Z)` is saved at

@@ -117,6 +117,7 @@ def read_csv(path) -> dict[str, np.ndarray]:
 
 
 def write_json(path, obj) -> None:
+    """`obj` as indented JSON with sorted keys (non-JSON values by `str`), written atomically."""
     _atomic_write(
         Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
     )

@@ -86,14 +86,14 @@ def _eps_or_feature_error(problem: Problem, eps) -> Float[Array, ""]:
 
 
 def ft_ood_lower_bound(problem: Problem, v0, eps=None) -> Float[Array, ""]:
-    """The FT lower bound, on the scale of `ood_loss` (the squared, clipped right-hand side).
+    r"""The FT lower bound, on the scale of `ood_loss` (the squared, clipped right-hand side).
 
     For every time t of fine-tuning gradient flow from `(v0, B0)` (Kumar et al., the FT lower
     bound; slips of the printed statement corrected):
 
-    $$\\sqrt{L_{ood}(v_t, B_t)} \\ge \\sqrt{\\sigma_{min}(\\Sigma)}\\Big(
-      \\frac{\\cos\\theta_{max}(R_0, S^\\perp)}{\\sqrt k}
-      \\frac{\\min(\\varphi, \\varphi^2/\\|w_\\star\\|)}{(1 + \\|w_\\star\\|)^2} - \\epsilon\\Big).$$
+    $$\sqrt{L_{ood}(v_t, B_t)} \ge \sqrt{\sigma_{min}(\Sigma)}\Big(
+      \frac{\cos\theta_{max}(R_0, S^\perp)}{\sqrt k}
+      \frac{\min(\varphi, \varphi^2/\|w_\star\|)}{(1 + \|w_\star\|)^2} - \epsilon\Big).$$
 
     Returns `max(rhs, 0)²`. `eps` defaults to the exact feature error `d(B0, B⋆)`; any
     `eps ≥ d(B0, B⋆)` gives a valid (weaker) bound. Needs B0 and B⋆ with orthonormal rows.
@@ -109,11 +109,11 @@ def ft_ood_lower_bound(problem: Problem, v0, eps=None) -> Float[Array, ""]:
 
 
 def lp_ood_upper_bound(problem: Problem, eps=None) -> Float[Array, ""]:
-    """Our explicit LP upper bound (derived for this toolkit; the paper states LP's OOD error only
+    r"""Our explicit LP upper bound (derived for this toolkit; the paper states LP's OOD error only
     asymptotically, as `O(ε²)`), on the scale of `ood_loss`:
 
-    $$\\sqrt{L_{ood}(v_{lp}, B_0)} \\le \\sqrt{\\sigma_{max}(\\Sigma)}\\,\\epsilon\\,\\|v_\\star\\|
-      \\Big(1 + \\frac{\\sigma_{max}(X)}{\\sigma_{min}(X B_0^\\top)}\\Big).$$
+    $$\sqrt{L_{ood}(v_{lp}, B_0)} \le \sqrt{\sigma_{max}(\Sigma)}\,\epsilon\,\|v_\star\|
+      \Big(1 + \frac{\sigma_{max}(X)}{\sigma_{min}(X B_0^\top)}\Big).$$
 
     Derivation: with `A = X B0ᵀ` of full column rank and v⋆, B⋆ in the frame aligned to B0,
     `v_lp = v⋆ + A⁺ X (B⋆ − B0)ᵀ v⋆`, so `B0ᵀ v_lp − w⋆ = (B0 − B⋆)ᵀ v⋆ + B0ᵀ A⁺ X (B⋆ − B0)ᵀ v⋆`.

@@ -1,13 +1,19 @@
 """End-to-end: each study's --quick path writes its table, sidecar and figure, and its checks
 pass (no bound violations); --plot-only re-plots from the table alone."""
 
+import dataclasses
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from _study import load_study_module
 
+from linprobe_theory.experiment import LazyProgress, build_parser
 from linprobe_theory.storage import read_csv
+
+FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
 COLUMNS = {
     "sweep_alignment": [
@@ -72,12 +78,54 @@ def test_plot_only_without_a_table_fails_clearly(tmp_path):
         load_study("sweep_epsilon").main(["--quick", "--out", str(tmp_path), "--plot-only"])
 
 
-def test_cli_overrides_reach_the_config(tmp_path):
+def test_cli_overrides_reach_the_config_and_outputs_follow_the_cwd(tmp_path, monkeypatch):
+    """Overrides reach the config; without `--out` everything goes under the current directory
+    (not next to the package), no figure is written outside the output folder unless asked, and
+    a rerun with the same config writes byte-identical figures."""
+    committed = {p.name: p.read_bytes() for p in FIGURES.glob("*")}
     study = load_study("sweep_epsilon")
-    assert (
-        study.main(["--quick", "--out", str(tmp_path), "--no-progress", "--num-eps", "3", "--seeds", "1"])
-        == 0
-    )
-    sidecar = json.loads((tmp_path / "sweep_epsilon.json").read_text())
+    args = ["--quick", "--no-progress", "--num-eps", "3", "--seeds", "1"]
+    monkeypatch.chdir(tmp_path)
+    assert study.main(args) == 0
+    first = tmp_path / "results" / "sweep_epsilon-quick"
+    sidecar = json.loads((first / "sweep_epsilon.json").read_text())
     assert sidecar["config"]["num_eps"] == 3 and sidecar["config"]["seeds"] == 1
-    assert len(read_csv(tmp_path / "sweep_epsilon.csv")["eps"]) == 3
+    assert len(read_csv(first / "sweep_epsilon.csv")["eps"]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+    assert {p.name: p.read_bytes() for p in FIGURES.glob("*")} == committed
+
+    second = tmp_path / "again"
+    assert study.main(args + ["--out", str(second), "--figure-dir", str(tmp_path / "figs")]) == 0
+    for suffix in (".csv", ".png", ".pdf"):
+        name = "sweep_epsilon" + suffix
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    assert (tmp_path / "figs" / "sweep_epsilon.png").read_bytes() == (
+        first / "sweep_epsilon.png"
+    ).read_bytes()
+
+
+ALL_STUDIES = sorted(
+    p.stem for p in (FIGURES.parent / "experiments").glob("*.py") if not p.stem.startswith("_")
+)
+
+
+@pytest.mark.parametrize("name", ALL_STUDIES)
+def test_help_states_each_default_once(name):
+    study = load_study(name)
+    text = build_parser(study.config_cls, study.description).format_help()
+    assert "(default: None)" not in text
+    for f in dataclasses.fields(study.config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        entry = text[text.index("\n  " + flag + " ") + 3 :].split("\n  --")[0]
+        assert entry.count("default:") == 1, entry
+
+
+def test_progress_bar_appears_only_once_its_total_is_known():
+    stream = io.StringIO()
+    bar = LazyProgress("sweep", file=stream)
+    assert stream.getvalue() == ""
+    bar.reset(total=5)
+    bar.update(2)
+    bar.close()
+    text = stream.getvalue()
+    assert "0/5" in text and "0run" not in text  # never a total-less first line
