@@ -15,7 +15,7 @@ from jaxtyping import Array, Float
 from . import reduced as red
 from .coordinates import make_coordinates, reduced_coordinates
 from .diagnostics import orthogonal_drift
-from .flows import PAPER_FLOW, solve
+from .flows import paper_flow, solve
 from .options import SolveOptions
 from .problem import Problem
 from .theory import (
@@ -88,7 +88,7 @@ def compare_methods(
     v_lp = red.linear_probe_head(rp, v0)
     # FT and LP-FT are one ODE from two initial heads: a single vmapped solve compiles once.
     heads = jnp.stack([v0, v_lp])
-    both = jax.vmap(lambda v: solve(PAPER_FLOW, coords, v, opts, observe=_losses(rp)))(heads)
+    both = jax.vmap(lambda v: solve(paper_flow(), coords, v, opts, observe=_losses(rp)))(heads)
     ft, lpft = (jax.tree.map(lambda x, i=i: x[i], both) for i in range(2))
 
     out = {
@@ -119,8 +119,8 @@ def compare_methods(
         "lpft_ood_t": lpft.ys["ood"],
     }
     if full_reference:
-        full_coords = make_coordinates(problem, PAPER_FLOW, "full")
-        v_full, B_full, _ = solve(PAPER_FLOW, full_coords, v0, opts).ys
+        full_coords = make_coordinates(problem, paper_flow(), "full")
+        v_full, B_full, _ = solve(paper_flow(), full_coords, v0, opts).ys
         e = jnp.einsum("tkd,tk->td", B_full, v_full) - problem.w_star
         out["ft_orthogonal_drift"] = jnp.max(orthogonal_drift(problem, B_full))
         out["ft_full_vs_reduced"] = jnp.max(jnp.abs(problem.ood.quadratic_form(e) - ft.ys["ood"]))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .coordinates import COORDINATES, make_coordinates, reduced_coordinates
-from .flows import PAPER_FLOW, Flow, ft_field, make_flow, solve
+from .flows import Flow, ft_field, make_flow, paper_flow, solve
 from .integrate import FlowSolution, SolveError, SolveStatus, raise_if_failed
 from .options import solve_options
 from .probing import has_closed_form, linear_probe_solution, lp_limit
@@ -216,7 +216,7 @@ for _face_fn in (fine_tune, linear_probe, lp_ft):
 def _ft_field_reduced(t, y, rp):
     """The paper's FT vector field in reduced coordinates, `args = rp` (for diffrax terms built
     by hand, e.g. the solver tests)."""
-    return ft_field(t, y, (PAPER_FLOW, reduced_coordinates(rp)))
+    return ft_field(t, y, (paper_flow(), reduced_coordinates(rp)))
 
 
 def state_at(traj: Trajectory, index: int = -1) -> tuple[Float[Array, " k"], Float[Array, "k d"]]:

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .storage import ChunkStore, fingerprint, read_csv, write_csv, write_json
+from .distributed import open_store
+from .storage import fingerprint, read_csv, write_csv, write_json
 
 PACKAGES = ("jax", "jaxlib", "diffrax", "equinox", "optax", "numpy", "matplotlib", "linprobe-theory")
 
@@ -96,6 +97,18 @@ def build_parser(config_cls, description: str) -> argparse.ArgumentParser:
         "--resume", action="store_true", help="keep finished chunks in <out>/chunks and skip them"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group = parser.add_argument_group(
+        "several processes (jax.distributed; run the same command once per process, with --out on a "
+        "file system all of them see)"
+    )
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run found by cluster auto-detection (e.g. inside a Slurm allocation)",
+    )
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes")
+    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, in [0, N)")
     for f in dataclasses.fields(config_cls):
         default = f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
@@ -126,6 +139,11 @@ class Study:
 
         jax.config.update("jax_enable_x64", True)
         args = build_parser(self.config_cls, self.description).parse_args(argv)
+        if args.distributed or args.coordinator is not None or args.num_processes is not None:
+            from . import distributed
+
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        lead = jax.process_index() == 0  # the one process that writes the table and figure
         config = self.config_cls.quick() if args.quick else self.config_cls()
         overrides = {
             f.name: _parse_value(getattr(args, f.name), f.default)
@@ -147,13 +165,16 @@ class Study:
             config = _recorded_config(out / f"{self.name}.json", self.config_cls) or config
         else:
             started = time.time()
-            store = ChunkStore(out / "chunks", fingerprint(dataclasses.asdict(config)), resume=args.resume)
-            progress = _progress_bar(args.no_progress, self.name)
+            store = open_store(out / "chunks", fingerprint(dataclasses.asdict(config)), resume=args.resume)
+            progress = _progress_bar(args.no_progress or not lead, self.name)
             try:
                 table = self.compute(config, store, progress)
             finally:
                 if progress is not None:
                     progress.close()
+            if not lead:
+                print(f"process {jax.process_index()} of {jax.process_count()}: done; process 0 writes {out}")
+                return 0
             write_csv(table_path, table)
             write_json(
                 out / f"{self.name}.json",

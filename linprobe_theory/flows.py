@@ -91,8 +91,11 @@ def make_flow(*, activation="identity", loss="squared", regularizer=None, learni
     return Flow(make_model(activation), objective, make_rates(learning_rates))
 
 
-PAPER_FLOW = make_flow()
-"""The paper's flow: linear model, squared loss, no regulariser, unit rates."""
+def paper_flow() -> Flow:
+    """The paper's flow: the linear model, the squared loss, no regulariser, equal rates. Built
+    on call (not at import), so importing the package creates no array: `jax.distributed`
+    must be initialised before the first one."""
+    return make_flow()
 
 
 def _objective(flow: Flow, coords):

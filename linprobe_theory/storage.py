@@ -40,34 +40,51 @@ class ChunkStore:
     """A folder of `chunk_NNNNN.npz` files plus a `manifest.json` naming the sweep they belong to.
 
     `resume=False` clears chunks of any earlier sweep; `resume=True` keeps them and refuses to mix
-    chunks of a sweep with a different fingerprint.
+    chunks of a sweep with a different fingerprint. `shared=True` is for a store several
+    processes write at once (`distributed.open_store`): it deletes nothing, since another
+    process may be writing there (clearing is then done once, by `clear`, before any process
+    opens the store).
     """
 
-    def __init__(self, directory, sweep_fingerprint: str, *, resume: bool = False):
+    def __init__(self, directory, sweep_fingerprint: str, *, resume: bool = False, shared: bool = False):
         self.directory = Path(directory)
         self.fingerprint = sweep_fingerprint
         self.resume = resume
+        self.shared = shared
         self.directory.mkdir(parents=True, exist_ok=True)
         manifest = self.directory / "manifest.json"
-        if resume and manifest.exists():
+        if (resume or shared) and manifest.exists():
             found = json.loads(manifest.read_text()).get("fingerprint")
             if found != sweep_fingerprint:
                 raise ValueError(
                     f"resume: {self.directory} holds chunks of another sweep (fingerprint {found}, "
                     f"this sweep {sweep_fingerprint}); use another output folder or drop --resume"
                 )
-        else:
+        elif not shared:
             for old in self.directory.glob("chunk_*.npz"):
                 old.unlink()
-        # Temporaries of writes cut short by a crash are never chunks; drop them.
-        for stale in self.directory.glob(".chunk_*.tmp"):
-            stale.unlink(missing_ok=True)
+        if not shared:
+            # Temporaries of writes cut short by a crash are never chunks; drop them.
+            for stale in self.directory.glob(".chunk_*.tmp"):
+                stale.unlink(missing_ok=True)
         _atomic_write(manifest, lambda f: f.write(json.dumps({"fingerprint": sweep_fingerprint}).encode()))
+
+    @staticmethod
+    def clear(directory) -> None:
+        """Remove every chunk, temporary and manifest under `directory`, substores included."""
+        directory = Path(directory)
+        if not directory.exists():
+            return
+        for pattern in ("chunk_*.npz", ".chunk_*.tmp", "manifest.json", ".manifest.json.*.tmp"):
+            for path in directory.rglob(pattern):
+                path.unlink(missing_ok=True)
 
     def substore(self, name: str) -> ChunkStore:
         """A store in the subfolder `name`, for one of several sweeps a study runs (same resume
-        rule, its own fingerprint)."""
-        return ChunkStore(self.directory / name, f"{self.fingerprint}/{name}", resume=self.resume)
+        and sharing rules, its own fingerprint)."""
+        return ChunkStore(
+            self.directory / name, f"{self.fingerprint}/{name}", resume=self.resume, shared=self.shared
+        )
 
     def path(self, index: int) -> Path:
         return self.directory / f"chunk_{index:05d}.npz"

@@ -54,7 +54,8 @@ def stiffness_estimates(setup, params, *, key, chunk_size: int = 256) -> np.ndar
 
     `setup(p, key) -> (problem, v0)` builds a run's problem and head exactly as its `run_fn`
     does (same `params`, same base `key`, so run `i` sees `fold_in(key, i)` in both). One pass
-    of `O(d)` work per run, no solve. Measured on the main study: grouping by this estimate cut
+    of `O(d)` work per run, no solve, done whole by every process of a multi-process run.
+    Measured on the main study: grouping by this estimate cut
     the lockstep work of the FT solves 3.3× (run-steps summed over chunks of their slowest run).
     """
 
@@ -62,7 +63,8 @@ def stiffness_estimates(setup, params, *, key, chunk_size: int = 256) -> np.ndar
         problem, v0 = setup(p, k)
         return {"stiffness": ReducedProblem.from_problem(problem).stiffness(v0)}
 
-    return run_batch(estimate, params, key=key, chunk_size=chunk_size)["stiffness"]
+    # Every process computes every estimate (cheap, deterministic): all derive the same order.
+    return run_batch(estimate, params, key=key, chunk_size=chunk_size, processes=(0, 1))["stiffness"]
 
 
 SHARDINGS = ("named", "shard_map")
@@ -106,6 +108,7 @@ def run_batch(
     progress=None,
     processes: tuple[int, int] | None = None,
     sharding: str = "named",
+    wait_timeout: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Evaluate `run_fn(params_i, key_i)` for every run `i` and stack the outputs.
 
@@ -130,12 +133,17 @@ def run_batch(
             `jax.process_count()`. Overriding it lets one machine play one process of a sweep.
         sharding: how a chunk is split over several devices: `"named"` (one partitioned
             program) or `"shard_map"` (a loop per device); the same answers either way.
+        wait_timeout: under `jax.distributed`, how long (seconds) a process that finished its
+            own chunks waits for the others' (None: as long as their owners are alive).
 
     Returns:
         dict of numpy arrays with leading axis `num_runs`. With several processes each computes
         its own chunks (`chunks_for_process`) into `store`, which must be on a file system all
-        processes share; under a real `jax.distributed` run the processes then wait for each
-        other and all return the full table. A chunk of another process still missing raises.
+        processes share (`distributed.open_store`); under a real `jax.distributed` run each
+        then waits for the others' chunks to appear there and all return the full table. A
+        lost process makes the others raise, naming its missing chunks
+        (`distributed.wait_for_chunks`); with `processes` overridden, a chunk of another
+        process still missing raises at once.
     """
     names = list(params)
     if not names:
@@ -198,11 +206,12 @@ def run_batch(
             progress.update(len(idx))
 
     if len(results) < len(chunks):
-        if processes is None and num_processes > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("linprobe_theory.run_batch")
         missing = [c for c in range(len(chunks)) if c not in results and not store.has(c)]
+        if missing and processes is None and num_processes > 1:
+            from .distributed import wait_for_chunks  # outer layer, like this module
+
+            wait_for_chunks(store, missing, owner=lambda c: c % num_processes, timeout_s=wait_timeout)
+            missing = []
         if missing:
             raise RuntimeError(
                 f"chunks {missing} of other processes are not in {store.directory} yet; run every "

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import linprobe_theory as lt
 from linprobe_theory import reduced as red
 from linprobe_theory.coordinates import reduced_coordinates
-from linprobe_theory.flows import PAPER_FLOW, make_flow
+from linprobe_theory.flows import make_flow, paper_flow
 from linprobe_theory.steady_state import FitStop
 
 RUNS = 48
@@ -171,11 +171,11 @@ def test_which_flows_get_the_fit_stop():
     problem = jax.tree.map(lambda x: x[0], _family("unit_inputs")[0])
     options = lt.SolveOptions(t_final=1.0)
     for coordinates in ("reduced", "full"):
-        coords = make_coordinates(problem, PAPER_FLOW, coordinates)
-        assert isinstance(stop_rule(PAPER_FLOW, coords, options, None), FitStop)
-        assert stop_rule(PAPER_FLOW, coords, lt.SolveOptions(t_final=1.0, grad_tol=None), None) is None
+        coords = make_coordinates(problem, paper_flow(), coordinates)
+        assert isinstance(stop_rule(paper_flow(), coords, options, None), FitStop)
+        assert stop_rule(paper_flow(), coords, lt.SolveOptions(t_final=1.0, grad_tol=None), None) is None
         assert isinstance(
-            stop_rule(PAPER_FLOW, coords, lt.SolveOptions(t_final=1.0, steady_tol=None), None), SpeedStop
+            stop_rule(paper_flow(), coords, lt.SolveOptions(t_final=1.0, steady_tol=None), None), SpeedStop
         )
         for flow in (make_flow(regularizer=lt.WeightDecay(0.1)), make_flow(activation="tanh")):
             assert isinstance(
