@@ -1,6 +1,10 @@
-"""`benchmarks/bench_sweep.py --quick` runs end to end (a smoke test: timings are reported, never
-asserted) and its three FT implementations agree on the final losses to the integrators'
-tolerance (rtol 1e-8 each, losses O(1): a real disagreement is ≳ 1e-6)."""
+"""The benchmark scripts run end to end (smoke tests: timings are reported, never asserted).
+
+`bench_sweep.py --quick`: its three FT implementations agree on the final losses to the
+integrators' tolerance (rtol 1e-8 each, losses O(1): a real disagreement is ≳ 1e-6). It takes
+~80 s on 2 cores, so it is marked slow (the same agreements are tested directly in
+test_dynamics.py and test_reduced.py). `bench_gpu.py --quick`: the accelerator benchmark's
+one-file script, on 2 fake CPU devices so its multi-device paths run too."""
 
 import json
 import os
@@ -8,9 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_sweep.py"
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPT = BENCHMARKS / "bench_sweep.py"
 
 
+@pytest.mark.slow
 def test_quick_benchmark_runs_and_its_paths_agree(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
@@ -32,3 +40,32 @@ def test_quick_benchmark_runs_and_its_paths_agree(tmp_path):
     steps = [row["steps_mean"] for row in results["per_d"]]
     assert max(steps) - min(steps) <= 0.01 * max(steps)
     assert results["memory"] and all(row["failed"] == 0 for row in results["memory"])
+
+
+def test_gpu_benchmark_script_runs_quick_on_cpu_devices(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        OPENBLAS_NUM_THREADS="1",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )
+    res = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_gpu.py"), "--quick", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["local_devices"] == 2
+    configs = [(r["devices"], r["sharding"]) for r in results["runs"]]
+    assert configs == [(1, "named"), (2, "named"), (2, "shard_map")]
+    medians = set()
+    for run in results["runs"]:
+        for row in run["sizes"]:
+            assert row["runs_per_s"] > 0 and row["solved"] == row["runs"], row
+            medians.add((row["runs"], row["ood_median"]))
+    # The same runs whatever the device set: one OOD median per size.
+    assert len(medians) == len({n for n, _ in medians})
