@@ -68,7 +68,7 @@ class Config(CommonConfig):
             k=2,
             m=8,
             n=16,
-            cases=("identity", "relu", "tanh", "identity:relu"),
+            cases=("relu", "tanh", "identity:relu"),  # the identity case is the main job's
             eps=(1e-3, 0.1),
             phis=(0.2,),
             seeds=1,

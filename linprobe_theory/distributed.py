@@ -37,7 +37,7 @@ from .storage import ChunkStore
 
 STORE_READY_BARRIER = "linprobe_theory/store-ready"
 HEARTBEAT_INTERVAL_S = 1.0
-_heartbeat = {"dir": None, "stale_after": 60.0}
+_heartbeat = {"dir": None, "stale_after": 20.0}  # set by open_store
 
 
 def initialize(

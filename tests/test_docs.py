@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 import linprobe_theory as lt
-from linprobe_theory import batch, distributed, storage, sweep
+from linprobe_theory import batch, distributed, progress, storage, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference"
-OUTER_MODULES = (sweep, storage, batch, distributed)  # the sweep layer's public names live in their modules
+# The sweep layer's public names live in their modules.
+OUTER_MODULES = (sweep, storage, batch, distributed, progress)
 
 
 def public_objects() -> dict[str, object]:

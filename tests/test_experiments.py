@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from _study import load_study_module
 
-from linprobe_theory.experiment import LazyProgress, build_parser
+from linprobe_theory.experiment import build_parser
+from linprobe_theory.progress import LazyProgress
 from linprobe_theory.storage import read_csv
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"

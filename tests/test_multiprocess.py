@@ -122,7 +122,7 @@ def test_a_killed_process_stops_the_others_and_resume_completes(tmp_path, refere
     process other than 0 is lost they name its missing chunks; when process 0 (the
     coordinator) is lost the runtime aborts them at once. No finished chunk is lost, and the
     same command with resume completes with the single-process table."""
-    procs = launch(tmp_path, 3, tag="run", extra=["--slow", "0.7", "--stale-after", "3", "--heartbeat", "10"])
+    procs = launch(tmp_path, 3, tag="run", extra=["--slow", "0.4", "--stale-after", "2", "--heartbeat", "6"])
     killed_at = kill_after_first_chunk(tmp_path, procs, victim, "run")
     codes = wait_all(procs, timeout=120)
     stopped_after = time.monotonic() - killed_at
@@ -153,20 +153,46 @@ def test_a_killed_process_stops_the_others_and_resume_completes(tmp_path, refere
         assert_tables_equal(tmp_path / f"resume{i}.npz", reference)
 
 
-def test_a_study_script_runs_under_two_processes(tmp_path):
-    """The CLI's --coordinator/--num-processes/--process-id: both processes finish, process 0
-    writes the table, and it is byte-identical to a one-process run's."""
+def slurm_env(i: int, n: int) -> dict:
+    """What `srun --ntasks=n` on one node sets, for jax.distributed's Slurm auto-detection: the
+    coordinator is the first node of the step on port `61440 + job_id mod 4096`."""
+    for job_id in range(os.getpid() % 4096, os.getpid() % 4096 + 4096):
+        port = 61440 + job_id % 4096
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        break
+    return {
+        "SLURM_JOB_ID": str(job_id),
+        "SLURM_STEP_NODELIST": "127.0.0.1",
+        "SLURM_NTASKS": str(n),
+        "SLURM_PROCID": str(i),
+        "SLURM_LOCALID": str(i),
+    }
+
+
+@pytest.mark.parametrize("launch_mode", ["flags", "slurm"])
+def test_a_study_script_runs_under_two_processes(tmp_path, launch_mode):
+    """The CLI's --coordinator/--num-processes/--process-id, and --distributed under a (faked)
+    Slurm step: both processes finish, process 0 writes the table, and it is byte-identical to
+    a one-process run's."""
     script = HERE.parent / "experiments" / "sweep_epsilon.py"
     args = ["--quick", "--no-progress", "--num-eps", "3", "--seeds", "1", "--chunk-size", "1"]
-    port = free_port()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), *args, "--out", str(tmp_path / "multi"), "--coordinator",
-             f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for i in range(2)
-    ]  # fmt: skip
+    port, procs = free_port(), []
+    for i in range(2):
+        if launch_mode == "flags":
+            launch = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)]
+            env = ENV
+        else:
+            launch, env = ["--distributed"], ENV | slurm_env(i, 2)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), *args, "--out", str(tmp_path / "multi"), *launch],
+                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+        )  # fmt: skip
     single = subprocess.run(
         [sys.executable, str(script), *args, "--out", str(tmp_path / "single")],
         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
