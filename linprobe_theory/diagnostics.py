@@ -9,7 +9,7 @@ from .problem import Problem
 
 
 def orthogonal_drift(problem: Problem, B: Float[Array, "... k d"], scale=1.0) -> Float[Array, ...]:
-    """`‖(B − s B0) P_{S⊥}‖_F`: how much features of inputs orthogonal to the ID subspace moved
+    r"""$\|(B - s B_0) P_{S^\perp}\|_F$: how much features of inputs orthogonal to the ID subspace moved
     (`s = scale`, broadcast over the leading axes of `B`: the exact S⊥ scale a weight decay
     imposes, `objectives.perp_scale`; 1 otherwise).
 
@@ -22,7 +22,7 @@ def orthogonal_drift(problem: Problem, B: Float[Array, "... k d"], scale=1.0) ->
 
 
 def balancedness_drift(v, B, v0, B0) -> Float[Array, ...]:
-    """`‖(v vᵀ − B Bᵀ) − (v0 v0ᵀ − B0 B0ᵀ)‖_F`.
+    r"""$\|(v v^\top - B B^\top) - (v_0 v_0^\top - B_0 B_0^\top)\|_F$.
 
     Two-layer linear gradient flow conserves `v vᵀ − B Bᵀ`, so this is 0 up to integration error.
     """
@@ -37,8 +37,8 @@ def balancedness_drift(v, B, v0, B0) -> Float[Array, ...]:
 def feature_distortion(
     B_before: Float[Array, "k d"], B_after: Float[Array, "... k d"], inputs: Float[Array, "n d"]
 ) -> Float[Array, ...]:
-    """Mean over examples of the mean squared per-coordinate feature change,
-    `(1/n) Σ_i (1/k) ‖(B_after − B_before) x_i‖²` — the measure the paper reports for
+    r"""Mean over examples of the mean squared per-coordinate feature change,
+    $\frac{1}{n}\sum_i \frac{1}{k}\|(B_{after} - B_{before})\, x_i\|^2$ — the measure the paper reports for
     ResNet features on Living-17 (ID vs OOD examples)."""
     change = jnp.einsum("...kd,nd->...nk", B_after - B_before, inputs)
     return jnp.mean(change * change, axis=(-2, -1))

@@ -22,7 +22,7 @@ def aligning_rotation(B0: Float[Array, "k d"], B_star: Float[Array, "k d"]) -> F
 
 
 def feature_error(B0: Float[Array, "k d"], B_star: Float[Array, "k d"]) -> Float[Array, ""]:
-    """`d(B0, B⋆) = min_U ‖B0 − U B⋆‖₂` over orthogonal U (spectral norm).
+    r"""The feature error $d(B_0, B_\star) = \min_U \|B_0 - U B_\star\|_2$ over orthogonal $U$.
 
     For orthonormal rows this is `2 sin(θ_max/2)`; it is computed as the norm of the difference
     at the polar-factor minimiser, which stays accurate for tiny errors where
@@ -36,7 +36,7 @@ def feature_error(B0: Float[Array, "k d"], B_star: Float[Array, "k d"]) -> Float
 
 
 def cos_theta_max(E: Float[Array, "d r"], F: Float[Array, "d t"]) -> Float[Array, ""]:
-    """`cos θ_max(R, T) = σ_r(Eᵀ F)`: cosine of the largest principal angle between
+    r"""$\cos\theta_{max}(R, T) = \sigma_r(E^\top F)$: cosine of the largest principal angle between
     `R = span(E)` and `T = span(F)`. Columns must be orthonormal and `dim R ≤ dim T`."""
     if E.shape[-1] > F.shape[-1]:
         raise ValueError(
@@ -50,7 +50,8 @@ def cos_theta_max(E: Float[Array, "d r"], F: Float[Array, "d t"]) -> Float[Array
 
 
 def coverage_cosine(problem: Problem) -> Float[Array, ""]:
-    """`cos θ_max(R0, S⊥)`, `R0 = rowspace(B0)`, without forming a basis of S⊥.
+    r"""The coverage $\cos\theta_{max}(R_0, S^\perp)$, $R_0$ the row space of $B_0$, without forming
+    a basis of S⊥.
 
     For orthonormal rows it is the smallest singular value of `B0 P_{S⊥} = B0 − (B0 Q_S) Q_Sᵀ`
     (`O(k d m)`).
@@ -68,7 +69,8 @@ def aligned_v_star(problem: Problem) -> Float[Array, " k"]:
 
 
 def head_alignment_error(problem: Problem, v0) -> Float[Array, ""]:
-    """Head alignment error `φ = √|(v0ᵀ v⋆)² − (v⋆ᵀ v⋆)²|`, with v⋆ in the frame aligned to B0.
+    r"""Head alignment error $\varphi = \sqrt{|(v_0^\top v_\star)^2 - (v_\star^\top v_\star)^2|}$, with
+    $v_\star$ in the frame aligned to $B_0$.
 
     `v0 = 0` gives `φ = ‖v⋆‖²`; `v0ᵀ v⋆ = ±‖v⋆‖²` gives `φ = 0`.
     """
