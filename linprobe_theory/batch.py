@@ -17,7 +17,6 @@ activations and the logistic loss need the inputs, so `jit(vmap(fine_tune))` is 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import reduced as red
+from .fingerprints import batch_digest, frozen
 from .flows import make_flow
 from .probing import lp_limit
 from .problem import Problem
@@ -146,7 +146,7 @@ def fine_tune_batch(
     if store is not None:
         # Finished chunks are reused only by the same batch: the settings and every input array
         # name the substore, so a changed horizon or problem set never picks up stale chunks.
-        store = store.substore("batch-" + _digest(settings, lp_first, params))
+        store = store.substore("batch-" + batch_digest(settings, lp_first, params))
     # Phase 1, O(d) per run: the reduced problems and the heads FT starts from.
     reduced = _reduce_all(reduce, params, key, chunk_size)
     # Phase 2, d-free: the reduced flows, runs of similar stiffness sharing a chunk.
@@ -202,36 +202,11 @@ _REDUCE_JIT: dict = {}
 _PHASES: dict = {}
 
 
-def _digest(settings: dict, lp_first: bool, params: dict) -> str:
-    """A fingerprint of a batch: its settings and the bytes of every input array."""
-    # A function (observe) is named by its qualified name, stable across processes.
-    named = sorted((n, _frozen(v, name_functions=True)) for n, v in settings.items())
-    h = hashlib.sha256(repr((lp_first, named)).encode())
-    for name in sorted(params):
-        array = np.asarray(params[name])
-        h.update(f"{name}{array.dtype}{array.shape}".encode())
-        h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _frozen(x, name_functions: bool = False):
-    """A hashable fingerprint of a concrete setting (a pytree of numbers, a solver, a function…);
-    a function is itself (the cache key) or, with `name_functions`, its qualified name."""
-    leaves, structure = jax.tree.flatten(x)
-
-    def leaf_key(leaf):
-        if callable(leaf):
-            return f"{leaf.__module__}.{leaf.__qualname__}" if name_functions else leaf
-        return float(np.asarray(leaf)) if np.ndim(leaf) == 0 else tuple(np.ravel(leaf))
-
-    return structure, tuple(leaf_key(leaf) for leaf in leaves)
-
-
 def _phase_functions(treedef, rp_treedef, lp_first: bool, settings: dict):
     """The two per-run functions, cached by their settings: `run_batch` compiles once per
     function object, so a repeated call with equal settings reuses the compiled code."""
     try:
-        key = (treedef, rp_treedef, lp_first, tuple((n, _frozen(v)) for n, v in sorted(settings.items())))
+        key = (treedef, rp_treedef, lp_first, tuple((n, frozen(v)) for n, v in sorted(settings.items())))
         hash(key)
     except (TypeError, ValueError, jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         key = None  # a traced or unhashable setting: build afresh

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .distributed import open_store
+from .distributed import initialize, open_store
 from .progress import LazyProgress
 from .storage import fingerprint, read_csv, write_csv, write_json
 
@@ -141,9 +141,7 @@ class Study:
         jax.config.update("jax_enable_x64", True)
         args = build_parser(self.config_cls, self.description).parse_args(argv)
         if args.distributed or args.coordinator is not None or args.num_processes is not None:
-            from . import distributed
-
-            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+            initialize(args.coordinator, args.num_processes, args.process_id)
         lead = jax.process_index() == 0  # the one process that writes the table and figure
         config = self.config_cls.quick() if args.quick else self.config_cls()
         overrides = {

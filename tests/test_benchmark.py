@@ -18,19 +18,23 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPT = BENCHMARKS / "bench_sweep.py"
 
 
-@pytest.mark.slow
-def test_quick_benchmark_runs_and_its_paths_agree(tmp_path):
-    out = tmp_path / "bench.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
+def run_quick(script: Path, tmp_path, **env) -> dict:
+    """`script --quick --json OUT` on the CPU in a fresh interpreter; its JSON results."""
+    out = tmp_path / (script.stem + ".json")
     res = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-        env=env,
+        [sys.executable, str(script), "--quick", "--json", str(out)],
+        env=dict(os.environ, JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1", **env),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    results = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_and_its_paths_agree(tmp_path):
+    results = run_quick(SCRIPT, tmp_path)
     main = results["main"]
     assert main["a_status_max"] <= 1
     assert main["max_abs_diff_a_b"] < 1e-7 and main["max_abs_diff_a_c"] < 1e-7
@@ -43,22 +47,9 @@ def test_quick_benchmark_runs_and_its_paths_agree(tmp_path):
 
 
 def test_gpu_benchmark_script_runs_quick_on_cpu_devices(tmp_path):
-    out = tmp_path / "gpu.json"
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        OPENBLAS_NUM_THREADS="1",
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    results = run_quick(
+        BENCHMARKS / "bench_gpu.py", tmp_path, XLA_FLAGS="--xla_force_host_platform_device_count=2"
     )
-    res = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_gpu.py"), "--quick", "--json", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    results = json.loads(out.read_text())
     assert results["local_devices"] == 2
     configs = [(r["devices"], r["sharding"]) for r in results["runs"]]
     assert configs == [(1, "named"), (2, "named"), (2, "shard_map")]
