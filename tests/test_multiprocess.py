@@ -122,7 +122,7 @@ def test_a_killed_process_stops_the_others_and_resume_completes(tmp_path, refere
     process other than 0 is lost they name its missing chunks; when process 0 (the
     coordinator) is lost the runtime aborts them at once. No finished chunk is lost, and the
     same command with resume completes with the single-process table."""
-    procs = launch(tmp_path, 3, tag="run", extra=["--slow", "0.4", "--stale-after", "2", "--heartbeat", "6"])
+    procs = launch(tmp_path, 3, tag="run", extra=["--slow", "0.3", "--stale-after", "2", "--heartbeat", "20"])
     killed_at = kill_after_first_chunk(tmp_path, procs, victim, "run")
     codes = wait_all(procs, timeout=120)
     stopped_after = time.monotonic() - killed_at
