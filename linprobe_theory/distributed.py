@@ -12,9 +12,9 @@ its counter has not changed for `stale_after` seconds of the waiter's own clock,
 clocks never need to agree.
 
 What happens when a process is lost (measured in `tests/test_multiprocess.py`):
-- another than process 0: the survivors finish their own chunks, then stop with a
-  `RuntimeError` naming the chunks that will never come, once the lost one has been silent for
-  `stale_after` seconds (20 by default); at exit the runtime's shutdown barrier then waits for
+- another than process 0: the survivors stop with a `RuntimeError` naming the chunks that will
+  never come, at their next chunk boundary (or while waiting) once the lost one has been silent
+  for `stale_after` seconds (20 by default); at exit the runtime's shutdown barrier then waits for
   the coordination service to declare the lost process dead (`heartbeat_timeout`, 60 s by
   default, which must exceed `stale_after`) and aborts them ("Terminating process because the
   JAX distributed service detected fatal errors"), so they end with SIGABRT after the message;
@@ -150,29 +150,51 @@ def open_store(
     return ChunkStore(directory, sweep_fingerprint, resume=True, shared=True)
 
 
-def wait_for_chunks(store: ChunkStore, missing, owner, *, timeout_s: float | None, poll_s: float = 0.2):
-    """Block until every chunk in `missing` is in `store`, polling the shared file system.
+class PeerWatch:
+    """The chunks of other processes this one still needs, and whether their owners live.
 
-    Raises `RuntimeError` naming the chunks as soon as the process owning one (`owner(c)`) has
-    stopped beating (see `open_store`), and `TimeoutError` after `timeout_s` seconds (None: no
-    limit while the owners live)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    monitor = LivenessMonitor(_heartbeat["dir"], _heartbeat["stale_after"])
-    missing = list(missing)
-    while True:
-        missing = [c for c in missing if not store.has(c)]
-        if not missing:
-            return
-        lost = monitor.lost(sorted({owner(c) for c in missing}))
+    `check()` is cheap (a file test per missing chunk and per owner's heartbeat), so `run_batch`
+    calls it between its own chunks as well as while waiting: a lost peer is named within
+    `stale_after` seconds (plus one chunk) of its loss, however much work this process has
+    left, and well before the coordination service's `heartbeat_timeout` aborts the survivors."""
+
+    def __init__(self, store: ChunkStore, missing, owner):
+        self.store, self.owner = store, owner
+        self.missing = list(missing)
+        self.monitor = LivenessMonitor(_heartbeat["dir"], _heartbeat["stale_after"])
+
+    def check(self) -> bool:
+        """True once every chunk is in the store; `RuntimeError` naming the chunks that will
+        never come as soon as an owner of one has stopped beating (see `open_store`)."""
+        self.missing = [c for c in self.missing if not self.store.has(c)]
+        if not self.missing:
+            return True
+        lost = self.monitor.lost(sorted({self.owner(c) for c in self.missing}))
         if lost:
+            never = [c for c in self.missing if self.owner(c) in lost]
             raise RuntimeError(
-                f"process(es) {lost} stopped before saving chunks {missing} to {store.directory}; "
+                f"process(es) {lost} stopped before saving chunks {never} to {self.store.directory}; "
                 "every chunk finished so far is kept: rerun the same command on every process with "
                 "resume to complete the sweep"
             )
+        return False
+
+
+def wait_for_chunks(
+    store: ChunkStore, missing, owner, *, timeout_s: float | None, poll_s: float = 0.2, watch=None
+):
+    """Block until every chunk in `missing` is in `store`, polling the shared file system.
+
+    Raises `RuntimeError` naming the chunks as soon as the process owning one (`owner(c)`) has
+    stopped beating (see `open_store`; `watch`: a `PeerWatch` already observing them, which keeps
+    what it has seen), and `TimeoutError` after `timeout_s` seconds (None: no limit while the
+    owners live)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    watch = PeerWatch(store, missing, owner) if watch is None else watch
+    while not watch.check():
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(
-                f"chunks {missing} (processes {sorted({owner(c) for c in missing})}) did not reach "
-                f"{store.directory} within {timeout_s} s"
+                f"chunks {watch.missing} (processes {sorted({owner(c) for c in watch.missing})}) did not "
+                f"reach {store.directory} within {timeout_s} s"
             )
         time.sleep(poll_s)

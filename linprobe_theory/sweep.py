@@ -194,7 +194,14 @@ def run_batch(
         return out
 
     results: dict[int, dict] = {}
-    for c in chunks_for_process(len(chunks), process, num_processes):
+    mine = chunks_for_process(len(chunks), process, num_processes)
+    watch = None
+    if processes is None and num_processes > 1:
+        from .distributed import PeerWatch  # outer layer, like this module
+
+        others = sorted(set(range(len(chunks))) - set(mine))
+        watch = PeerWatch(store, others, owner=lambda c: c % num_processes)
+    for c in mine:
         idx = chunks[c]
         if store is not None and store.has(c):
             results[c] = load(c, idx)
@@ -204,13 +211,17 @@ def run_batch(
                 store.save(c, {**results[c], RUNS_KEY: idx})
         if progress is not None:
             progress.update(len(idx))
+        if watch is not None:
+            watch.check()  # a lost peer is named now, not after this process's last chunk
 
     if len(results) < len(chunks):
         missing = [c for c in range(len(chunks)) if c not in results and not store.has(c)]
         if missing and processes is None and num_processes > 1:
             from .distributed import wait_for_chunks  # outer layer, like this module
 
-            wait_for_chunks(store, missing, owner=lambda c: c % num_processes, timeout_s=wait_timeout)
+            wait_for_chunks(
+                store, missing, owner=lambda c: c % num_processes, timeout_s=wait_timeout, watch=watch
+            )
             missing = []
         if missing:
             raise RuntimeError(

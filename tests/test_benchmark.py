@@ -4,7 +4,8 @@
 integrators' tolerance (rtol 1e-8 each, losses O(1): a real disagreement is ≳ 1e-6). It takes
 ~80 s on 2 cores, so it is marked slow (the same agreements are tested directly in
 test_dynamics.py and test_reduced.py). `bench_gpu.py --quick`: the accelerator benchmark's
-one-file script, on 2 fake CPU devices so its multi-device paths run too."""
+one-file script, on 2 fake CPU devices so its multi-device paths run too. `bench_step.py --quick`
+(slow): its three forms of a Tsit5 step agree to round-off."""
 
 import json
 import os
@@ -60,3 +61,15 @@ def test_gpu_benchmark_script_runs_quick_on_cpu_devices(tmp_path):
             medians.add((row["runs"], row["ood_median"]))
     # The same runs whatever the device set: one OOD median per size.
     assert len(medians) == len({n for n, _ in medians})
+
+
+@pytest.mark.slow
+def test_step_forms_benchmark_runs_and_its_forms_agree(tmp_path):
+    """`bench_step.py --quick`: the three forms of a Tsit5 step integrate the same flow (200
+    constant steps; the forms differ only in summation order, so to round-off)."""
+    results = run_quick(BENCHMARKS / "bench_step.py", tmp_path)
+    for row in results["step_forms"]:
+        assert row["rank_one_max_abs_diff_Z"] < 1e-12 and row["batch_last_max_abs_diff_Z"] < 1e-12, row
+        assert min(row["stages_us"], row["rank_one_us"], row["batch_last_us"]) > 0
+    assert {r["family"] for r in results["chunk_sizes"]} == {"benchmark", "scaled"}
+    assert all(r["us_per_lockstep_run_step"] > 0 for r in results["chunk_sizes"])

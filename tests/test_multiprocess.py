@@ -119,10 +119,12 @@ def kill_after_first_chunk(tmp_path, procs, victim, tag):
 @pytest.mark.parametrize("victim", [1, 0])
 def test_a_killed_process_stops_the_others_and_resume_completes(tmp_path, reference, victim):
     """SIGKILL one of 3 processes after its first chunk. The survivors stop (no hang): when a
-    process other than 0 is lost they name its missing chunks; when process 0 (the
-    coordinator) is lost the runtime aborts them at once. No finished chunk is lost, and the
-    same command with resume completes with the single-process table."""
-    procs = launch(tmp_path, 3, tag="run", extra=["--slow", "0.3", "--stale-after", "2", "--heartbeat", "20"])
+    process other than 0 is lost they name its missing chunks between their own chunks, before
+    the coordination service (heartbeat 10 s) aborts them, although their own chunks (3 s each)
+    would take longer than that; when process 0 (the coordinator) is lost the runtime aborts
+    them at once. No finished chunk is lost, and the same command with resume completes with
+    the single-process table."""
+    procs = launch(tmp_path, 3, tag="run", extra=["--slow", "3", "--stale-after", "2", "--heartbeat", "10"])
     killed_at = kill_after_first_chunk(tmp_path, procs, victim, "run")
     codes = wait_all(procs, timeout=120)
     stopped_after = time.monotonic() - killed_at
@@ -143,6 +145,9 @@ def test_a_killed_process_stops_the_others_and_resume_completes(tmp_path, refere
             assert f"process(es) [{victim}] stopped before saving chunks {lost}" in outputs[i], outputs[i][
                 -3000:
             ]
+            # Named mid-sweep: the survivor still had chunks of its own to compute.
+            assert len(computed_by(tmp_path, "run", i)) < len(range(i, NUM_CHUNKS, 3)), i
+        assert stopped_after < 30, stopped_after
     store = tmp_path / "store"
     assert all((store / f"chunk_{c:05d}.npz").exists() for c in done)  # nothing finished is lost
 
