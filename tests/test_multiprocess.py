@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from _mp_worker import CHUNK_SIZE, NUM_RUNS
+from _mp_worker import BATCH_CHUNK, BATCH_RUNS, CHUNK_SIZE, NUM_RUNS, batch_table
 from _sweep_worker import cheap_params, cheap_run
 
 from linprobe_theory.storage import read_csv
@@ -103,6 +103,21 @@ def test_every_process_returns_the_single_process_table(tmp_path, reference, n, 
     for i in range(n):
         assert all(c % n == i for c in computed_by(tmp_path, "run", i))
         assert_tables_equal(tmp_path / f"run{i}.npz", reference)
+
+
+def test_fine_tune_batch_under_two_processes_returns_the_single_process_result(tmp_path):
+    """`fine_tune_batch` with a shared store under 2 processes: each reduces every run (cheap,
+    deterministic) and solves its own chunks; both return the one-process result bit for bit,
+    and every chunk of the solves was computed exactly once."""
+    reference = batch_table()
+    procs = launch(tmp_path, 2, tag="batch", delays=(1.0, 0.0), extra=["--batch"])
+    assert wait_all(procs, timeout=240) == [0, 0], [
+        (tmp_path / f"batch{i}.out").read_text()[-2000:] for i in range(2)
+    ]
+    assert sorted(computed(tmp_path, "batch", 2)) == list(range(-(-BATCH_RUNS // BATCH_CHUNK)))
+    for i in range(2):
+        assert all(c % 2 == i for c in computed_by(tmp_path, "batch", i))
+        assert_tables_equal(tmp_path / f"batch{i}.npz", {n: np.asarray(a) for n, a in reference.items()})
 
 
 def kill_after_first_chunk(tmp_path, procs, victim, tag):
