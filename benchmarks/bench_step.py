@@ -28,7 +28,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import json
 import sys
-import time
 
 import diffrax
 import jax
@@ -40,6 +39,9 @@ jax.config.update("jax_enable_x64", True)
 import linprobe_theory as lt  # noqa: E402
 from linprobe_theory import reduced  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_batch as bb  # noqa: E402  (its families, timer and per-step count)
+
 _T = diffrax.Tsit5.tableau
 ROWS = [np.asarray(r, float) for r in _T.a_lower]
 B_SOL, B_ERR = np.asarray(_T.b_sol, float), np.asarray(_T.b_error, float)
@@ -50,20 +52,33 @@ def _sum(coefficients, terms):
     return sum(float(a) * t for a, t in zip(coefficients, terms, strict=False) if a != 0.0)
 
 
-def stages_step(lam, b, v, Z, f, h=H):
-    """Run axis leading; every stage point a full `(R, k, m)` array."""
+def leading_field(lam, b, v, Z):
+    """The FT field with the run axis leading: `v (R, k)`, `Z (R, k, m)`, `λ, b (R, m)`."""
+    g = lam * jnp.einsum("rkm,rk->rm", Z, v) - b
+    return -2.0 * jnp.einsum("rkm,rm->rk", Z, g), -2.0 * v[:, :, None] * g[:, None, :]
 
-    def field(v, Z):
-        g = lam * jnp.einsum("rkm,rk->rm", Z, v) - b
-        return -2.0 * jnp.einsum("rkm,rm->rk", Z, g), -2.0 * v[:, :, None] * g[:, None, :]
 
-    fs = [f]
-    for row in ROWS:
-        vs = v + h * _sum(row, [fv for fv, _ in fs])
-        Zs = Z + h * _sum(row, [fz for _, fz in fs])
-        fs.append(field(vs, Zs))
-    err = jnp.sum(_sum(B_ERR, [fv for fv, _ in fs]) ** 2) + jnp.sum(_sum(B_ERR, [fz for _, fz in fs]) ** 2)
-    return vs, Zs, fs[-1], h * h * err
+def last_field(lam, b, v, Z):
+    """The FT field with the run axis last: `v (k, R)`, `Z (k, m, R)`, `λ, b (m, R)`."""
+    g = lam * jnp.sum(Z * v[:, None, :], 0) - b
+    return -2.0 * jnp.sum(Z * g[None], 1), -2.0 * v[:, None, :] * g[None]
+
+
+def full_stages_step(field):
+    """A step whose every stage point is a full `k × m` array per run (`stages`, `batch_last`)."""
+
+    def step(lam, b, v, Z, f, h=H):
+        fs = [f]
+        for row in ROWS:
+            vs = v + h * _sum(row, [fv for fv, _ in fs])
+            Zs = Z + h * _sum(row, [fz for _, fz in fs])
+            fs.append(field(lam, b, vs, Zs))
+        err = jnp.sum(_sum(B_ERR, [fv for fv, _ in fs]) ** 2) + jnp.sum(
+            _sum(B_ERR, [fz for _, fz in fs]) ** 2
+        )
+        return vs, Zs, fs[-1], h * h * err
+
+    return step
 
 
 def rank_one_step(lam, b, v, Z, f, h=H):
@@ -89,22 +104,6 @@ def rank_one_step(lam, b, v, Z, f, h=H):
     return vs, Z1, (fvs[-1], gs[-1], vs_list[-1]), err
 
 
-def batch_last_step(lam, b, v, Z, f, h=H):
-    """Run axis last: `v (k, R)`, `Z (k, m, R)`, `λ, b (m, R)`."""
-
-    def field(v, Z):
-        g = lam * jnp.sum(Z * v[:, None, :], 0) - b
-        return -2.0 * jnp.sum(Z * g[None], 1), -2.0 * v[:, None, :] * g[None]
-
-    fs = [f]
-    for row in ROWS:
-        vs = v + h * _sum(row, [fv for fv, _ in fs])
-        Zs = Z + h * _sum(row, [fz for _, fz in fs])
-        fs.append(field(vs, Zs))
-    err = jnp.sum(_sum(B_ERR, [fv for fv, _ in fs]) ** 2) + jnp.sum(_sum(B_ERR, [fz for _, fz in fs]) ** 2)
-    return vs, Zs, fs[-1], h * h * err
-
-
 def solver(step, first):
     @jax.jit
     def run(lam, b, v, Z):
@@ -118,19 +117,9 @@ def solver(step, first):
     return run
 
 
-def first_stages(lam, b, v, Z):
-    g = lam * jnp.einsum("rkm,rk->rm", Z, v) - b
-    return -2.0 * jnp.einsum("rkm,rm->rk", Z, g), -2.0 * v[:, :, None] * g[:, None, :]
-
-
 def first_rank_one(lam, b, v, Z):
     g = lam * jnp.einsum("rkm,rk->rm", Z, v) - b
     return -2.0 * jnp.einsum("rkm,rm->rk", Z, g), g, v
-
-
-def first_batch_last(lam, b, v, Z):
-    g = lam * jnp.sum(Z * v[:, None, :], 0) - b
-    return -2.0 * jnp.sum(Z * g[None], 1), -2.0 * v[:, None, :] * g[None]
 
 
 def instances(spec, runs):
@@ -142,21 +131,8 @@ def instances(spec, runs):
     return rps.curvature, rps.b, v0s, rps.Z0
 
 
-def best_of(fn, args, repeats):
-    out = jax.block_until_ready(fn(*args))  # compile
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def chunk_scan(chunks, num_runs):
     """`fine_tune_batch` on bench_batch's two families at each chunk size."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bench_batch as bb
-
     spec = lt.ProblemSpec(d=1000, k=10, m=50, n=100, eps=0.1)
     rows = []
     for family, setting in bb.FAMILIES.items():
@@ -190,13 +166,15 @@ def main(args):
     for runs in sizes:
         lam, b, v, Z = instances(spec, runs)
         row = {"runs": runs, "k": spec.k, "m": spec.m, "steps": STEPS}
-        s, ref = best_of(solver(stages_step, first_stages), (lam, b, v, Z), args.repeats)
+        ref, s = bb.timed(
+            solver(full_stages_step(leading_field), leading_field), lam, b, v, Z, repeat=args.repeats
+        )
         row["stages_us"] = 1e6 * s / (STEPS * runs)
-        s, out = best_of(solver(rank_one_step, first_rank_one), (lam, b, v, Z), args.repeats)
+        out, s = bb.timed(solver(rank_one_step, first_rank_one), lam, b, v, Z, repeat=args.repeats)
         row["rank_one_us"] = 1e6 * s / (STEPS * runs)
         row["rank_one_max_abs_diff_Z"] = float(jnp.max(jnp.abs(out[1] - ref[1])))
         last = (lam.T, b.T, v.T, jnp.transpose(Z, (1, 2, 0)))
-        s, out = best_of(solver(batch_last_step, first_batch_last), last, args.repeats)
+        out, s = bb.timed(solver(full_stages_step(last_field), last_field), *last, repeat=args.repeats)
         row["batch_last_us"] = 1e6 * s / (STEPS * runs)
         row["batch_last_max_abs_diff_Z"] = float(jnp.max(jnp.abs(jnp.transpose(out[1], (2, 0, 1)) - ref[1])))
         rows.append(row)

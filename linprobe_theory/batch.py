@@ -110,10 +110,9 @@ def fine_tune_batch(
         chunk_size: runs per compiled call (bounds memory).
         group_by_cost: order runs by `ReducedProblem.stiffness(v0)` so similar runs share a chunk.
         store: a `ChunkStore` for resume (the solves' finished chunks, in a substore named by
-            the batch's settings and inputs), as in `sweep.run_batch`. Under `jax.distributed`
-            pass a shared store (`distributed.open_store`): every process then reduces every
-            run (the O(d) phase, deterministic, not stored) and solves only its own chunks, and
-            all return the full result.
+            the batch's settings and inputs), as in `sweep.run_batch`. Under `jax.distributed`,
+            a shared one (`distributed.open_store`): every process reduces every run (O(d), not
+            stored) and solves only its own chunks; all return the full result.
         progress: a progress bar over the solves, as in `sweep.run_batch`.
         sharding: `"named"` or `"shard_map"`, how a chunk is split over several local devices
             (`sweep.run_batch`).
