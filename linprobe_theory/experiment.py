@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.metadata
+import io
 import json
 import subprocess
 import sys
@@ -189,8 +190,7 @@ class Study:
             )
         fig = self.plot(table, config)
         targets = [out] + ([figure_dir] if figure_dir is not None else [])
-        for folder in targets:
-            save_figure(fig, Path(folder) / self.name)
+        save_figure(fig, [Path(folder) / self.name for folder in targets])
         print(self.summarise(table, config))
         print(
             f"table: {table_path}\nfigure: " + ", ".join(str(Path(f) / (self.name + ".png")) for f in targets)
@@ -211,10 +211,19 @@ def _recorded_config(sidecar: Path, config_cls):
     return config_cls(**values)
 
 
-def save_figure(fig, stem: Path) -> None:
-    stem.parent.mkdir(parents=True, exist_ok=True)
+def save_figure(fig, stems: Path | list[Path]) -> None:
+    """Write `fig` as `<stem>.png` and `<stem>.pdf` for every stem, each format rendered once.
+
+    Rendering once and copying the bytes keeps the copies identical: matplotlib's tight
+    bounding box after an earlier draw can differ from the first draw's by a few pixels."""
+    stems = [stems] if isinstance(stems, Path) else list(stems)
     for suffix in (".png", ".pdf"):
-        fig.savefig(stem.with_suffix(suffix), dpi=150, bbox_inches="tight", metadata=_figure_metadata(suffix))
+        buffer = io.BytesIO()
+        metadata = _figure_metadata(suffix)
+        fig.savefig(buffer, format=suffix[1:], dpi=150, bbox_inches="tight", metadata=metadata)
+        for stem in stems:
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            stem.with_suffix(suffix).write_bytes(buffer.getvalue())
 
 
 def _figure_metadata(suffix):

@@ -100,9 +100,9 @@ def test_cli_overrides_reach_the_config_and_outputs_follow_the_cwd(tmp_path, mon
     for suffix in (".csv", ".png", ".pdf"):
         name = "sweep_epsilon" + suffix
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
-    assert (tmp_path / "figs" / "sweep_epsilon.png").read_bytes() == (
-        first / "sweep_epsilon.png"
-    ).read_bytes()
+    for suffix in (".png", ".pdf"):
+        name = "sweep_epsilon" + suffix
+        assert (tmp_path / "figs" / name).read_bytes() == (second / name).read_bytes(), name
 
 
 ALL_STUDIES = sorted(

@@ -193,13 +193,28 @@ def slurm_env(i: int, n: int) -> dict:
     }
 
 
+STUDY_SCRIPT = HERE.parent / "experiments" / "sweep_epsilon.py"
+STUDY_ARGS = ["--quick", "--no-progress", "--num-eps", "3", "--seeds", "1", "--chunk-size", "1"]
+
+
+@pytest.fixture(scope="module")
+def single_process_study_csv(tmp_path_factory) -> bytes:
+    """The study's table from one process (shared by both launch modes)."""
+    out = tmp_path_factory.mktemp("single")
+    single = subprocess.run(
+        [sys.executable, str(STUDY_SCRIPT), *STUDY_ARGS, "--out", str(out)],
+        cwd=out, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    return (out / "sweep_epsilon.csv").read_bytes()
+
+
 @pytest.mark.parametrize("launch_mode", ["flags", "slurm"])
-def test_a_study_script_runs_under_two_processes(tmp_path, launch_mode):
+def test_a_study_script_runs_under_two_processes(tmp_path, launch_mode, single_process_study_csv):
     """The CLI's --coordinator/--num-processes/--process-id, and --distributed under a (faked)
     Slurm step: both processes finish, process 0 writes the table, and it is byte-identical to
     a one-process run's."""
-    script = HERE.parent / "experiments" / "sweep_epsilon.py"
-    args = ["--quick", "--no-progress", "--num-eps", "3", "--seeds", "1", "--chunk-size", "1"]
+    script, args = STUDY_SCRIPT, STUDY_ARGS
     port, procs = free_port(), []
     for i in range(2):
         if launch_mode == "flags":
@@ -213,17 +228,9 @@ def test_a_study_script_runs_under_two_processes(tmp_path, launch_mode):
                 cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )
         )  # fmt: skip
-    single = subprocess.run(
-        [sys.executable, str(script), *args, "--out", str(tmp_path / "single")],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
     assert "process 1 of 2: done" in outputs[1]
-    multi_csv, single_csv = (
-        tmp_path / "multi" / "sweep_epsilon.csv",
-        tmp_path / "single" / "sweep_epsilon.csv",
-    )
-    assert multi_csv.read_bytes() == single_csv.read_bytes()
+    multi_csv = tmp_path / "multi" / "sweep_epsilon.csv"
+    assert multi_csv.read_bytes() == single_process_study_csv
     assert len(read_csv(multi_csv)["eps"]) == 3

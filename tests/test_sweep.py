@@ -206,6 +206,30 @@ def test_stiffness_estimates_use_each_runs_own_problem_and_head():
         np.testing.assert_allclose(estimates[i], expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("chunk_size", [7, 30])
+def test_run_sweep_groups_by_stiffness_only_when_there_is_more_than_one_chunk(
+    monkeypatch, reference, chunk_size
+):
+    """`run_sweep` orders runs by their stiffness estimates only when they span several chunks
+    (in one chunk the grouping cannot change the lockstep cost); either way the outputs are
+    in run order and equal to one plain chunk's."""
+    import linprobe_theory.study_tools as study_tools
+
+    calls = []
+
+    def estimates(setup, params, *, key):
+        calls.append(len(params["eps"]))
+        return np.asarray(params["eps"])  # grouped order: the reverse of run order
+
+    monkeypatch.setattr(study_tools, "stiffness_estimates", estimates)
+    config = study_tools.CommonConfig(chunk_size=chunk_size)
+    out = study_tools.run_sweep(
+        cheap_run, cheap_params(), key=KEY, config=config, store=None, progress=None, setup=lambda p, k: None
+    )
+    assert calls == ([30] if chunk_size < 30 else [])
+    assert_same(out, reference)
+
+
 HANG_SCRIPT = """
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
