@@ -11,7 +11,9 @@ the step's own cost is timed), `jit` over a batch of `R` runs:
   plus a sum of rank-one terms and `Zᵀ v`, `Z g` at it are `Z`'s products plus inner products
   of `k`- and `m`-vectors: no `k × m` array is formed inside the step, only `Z1` and its error;
 - `batch_last`: the `stages` arithmetic with the run axis last (minor), as elementwise
-  products and sums, so that every operation vectorises along the runs.
+  products and sums, so that every operation vectorises along the runs;
+- `fields_only`: six evaluations of the field, each at the previous one's Euler point, and
+  nothing else — a lower bound for any six-stage step written with these operations.
 
 Then `fine_tune_batch` itself at several chunk sizes (both of bench_batch's families, 128 runs):
 ms per run, and µs per step a run takes and per lockstep run-step.
@@ -104,6 +106,15 @@ def rank_one_step(lam, b, v, Z, f, h=H):
     return vs, Z1, (fvs[-1], gs[-1], vs_list[-1]), err
 
 
+def fields_only_step(lam, b, v, Z, f, h=H):
+    """Six field evaluations, each at the previous one's Euler point, and nothing else: the
+    least any six-stage step written with these ops can cost (no stage sums, no error)."""
+    for _ in range(6):
+        v, Z = v + h * f[0], Z + h * f[1]
+        f = leading_field(lam, b, v, Z)
+    return v, Z, f, 0.0
+
+
 def solver(step, first):
     @jax.jit
     def run(lam, b, v, Z):
@@ -170,6 +181,8 @@ def main(args):
             solver(full_stages_step(leading_field), leading_field), lam, b, v, Z, repeat=args.repeats
         )
         row["stages_us"] = 1e6 * s / (STEPS * runs)
+        _, s = bb.timed(solver(fields_only_step, leading_field), lam, b, v, Z, repeat=args.repeats)
+        row["fields_only_us"] = 1e6 * s / (STEPS * runs)
         out, s = bb.timed(solver(rank_one_step, first_rank_one), lam, b, v, Z, repeat=args.repeats)
         row["rank_one_us"] = 1e6 * s / (STEPS * runs)
         row["rank_one_max_abs_diff_Z"] = float(jnp.max(jnp.abs(out[1] - ref[1])))

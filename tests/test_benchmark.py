@@ -70,6 +70,6 @@ def test_step_forms_benchmark_runs_and_its_forms_agree(tmp_path):
     results = run_quick(BENCHMARKS / "bench_step.py", tmp_path)
     for row in results["step_forms"]:
         assert row["rank_one_max_abs_diff_Z"] < 1e-12 and row["batch_last_max_abs_diff_Z"] < 1e-12, row
-        assert min(row["stages_us"], row["rank_one_us"], row["batch_last_us"]) > 0
+        assert min(row["stages_us"], row["rank_one_us"], row["batch_last_us"], row["fields_only_us"]) > 0
     assert {r["family"] for r in results["chunk_sizes"]} == {"benchmark", "scaled"}
     assert all(r["us_per_lockstep_run_step"] > 0 for r in results["chunk_sizes"])
