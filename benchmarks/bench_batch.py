@@ -164,6 +164,28 @@ def per_step(problems, v0s, t_final, chunk, steps):
     return seconds / float(np.sum(steps)), seconds / lockstep
 
 
+def reduction_parts(problems):
+    """ms per run of (A)'s O(d) reduction and its parts, each compiled alone as `_reduce_all`
+    runs it (a `lax.map` over the stacked problems, 16 at a time; best of 5): `X Q_S` (the
+    inputs read once), the SVD of `X Q_S` (one matrix at a time, `linalg.thin_svd`), the whole
+    `ReducedProblem.from_problem`, and, for comparison only, the Gram route the library does not
+    take (`eigh` of `(X Q_S)ᵀ X Q_S`, which squares the condition number)."""
+    from linprobe_theory import linalg
+
+    parts = {
+        "X_QS": lambda p: p.X @ p.Q_S,
+        "svd_of_X_QS": lambda p: linalg.thin_svd(p.X @ p.Q_S),
+        "from_problem": red.ReducedProblem.from_problem,
+        "gram_eigh_instead": lambda p: linalg.symmetric_eigh((p.X @ p.Q_S).T @ (p.X @ p.Q_S)),
+    }
+    num_runs = problems.X.shape[0]
+    out = {}
+    for name, part in parts.items():
+        f = jax.jit(lambda ps, part=part: jax.lax.map(part, ps, batch_size=16))
+        out[name] = 1e3 * timed(f, problems, repeat=5)[1] / num_runs
+    return out
+
+
 def shardings(problems, v0s, t_final, chunk):
     """`fine_tune_batch` with each of `run_batch`'s shardings over the local devices."""
     out = {}
@@ -284,6 +306,7 @@ def main(args):
             "a_us_per_lockstep_run_step": 1e6 * lockstep_s,
             "floor_us_per_run_step": 1e6 * floor_flops / rate,
         }
+        row["reduction_ms_per_run"] = reduction_parts(problems)
         row["a_step_over_floor"] = row["a_us_per_run_step"] / row["floor_us_per_run_step"]
         row["a_lockstep_over_floor"] = row["a_us_per_lockstep_run_step"] / row["floor_us_per_run_step"]
         if len(jax.local_devices()) > 1:
@@ -299,7 +322,9 @@ def main(args):
             f"{row['c_vs_ref_ood_rel']:.1e}  (ref: {row['ref_steps_mean']:.0f} steps to t_final at rtol 1e-10)\n"
             f"  (A) per run-step {row['a_us_per_run_step']:.2f} us ({row['a_us_per_lockstep_run_step']:.2f} us per "
             f"lockstep run-step), floor {row['floor_us_per_run_step']:.3f} us: {row['a_step_over_floor']:.1f}x "
-            f"({row['a_lockstep_over_floor']:.1f}x)"
+            f"({row['a_lockstep_over_floor']:.1f}x)\n"
+            f"  (A) reduction ms/run: "
+            + ", ".join(f"{n} {v:.3f}" for n, v in row["reduction_ms_per_run"].items())
             + (f"\n  shardings: {row['shardings']}" if "shardings" in row else ""),
             flush=True,
         )

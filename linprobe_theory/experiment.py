@@ -14,6 +14,7 @@ import dataclasses
 import importlib.metadata
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -211,12 +212,12 @@ def _recorded_config(sidecar: Path, config_cls):
     return config_cls(**values)
 
 
-def save_figure(fig, stems: Path | list[Path]) -> None:
+def save_figure(fig, stems: str | os.PathLike | list) -> None:
     """Write `fig` as `<stem>.png` and `<stem>.pdf` for every stem, each format rendered once.
 
     Rendering once and copying the bytes keeps the copies identical: matplotlib's tight
     bounding box after an earlier draw can differ from the first draw's by a few pixels."""
-    stems = [stems] if isinstance(stems, Path) else list(stems)
+    stems = [Path(stems)] if isinstance(stems, (str, os.PathLike)) else [Path(s) for s in stems]
     for suffix in (".png", ".pdf"):
         buffer = io.BytesIO()
         metadata = _figure_metadata(suffix)

@@ -219,7 +219,7 @@ def test_run_sweep_groups_by_stiffness_only_when_there_is_more_than_one_chunk(
 
     def estimates(setup, params, *, key):
         calls.append(len(params["eps"]))
-        return np.asarray(params["eps"])  # grouped order: the reverse of run order
+        return -np.asarray(params["eps"])  # eps ascends, so the grouped order reverses the runs
 
     monkeypatch.setattr(study_tools, "stiffness_estimates", estimates)
     config = study_tools.CommonConfig(chunk_size=chunk_size)
