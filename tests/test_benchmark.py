@@ -5,7 +5,8 @@ integrators' tolerance (rtol 1e-8 each, losses O(1): a real disagreement is ≳ 
 ~80 s on 2 cores, so it is marked slow (the same agreements are tested directly in
 test_dynamics.py and test_reduced.py). `bench_gpu.py --quick`: the accelerator benchmark's
 one-file script, on 2 fake CPU devices so its multi-device paths run too. `bench_step.py --quick`
-(slow): its three forms of a Tsit5 step agree to round-off."""
+(slow): its three forms of a Tsit5 step agree to round-off. `bench_batch.py --quick` (slow): its
+three FT paths agree with an accurate reference."""
 
 import json
 import os
@@ -73,3 +74,17 @@ def test_step_forms_benchmark_runs_and_its_forms_agree(tmp_path):
         assert min(row["stages_us"], row["rank_one_us"], row["batch_last_us"], row["fields_only_us"]) > 0
     assert {r["family"] for r in results["chunk_sizes"]} == {"benchmark", "scaled"}
     assert all(r["us_per_lockstep_run_step"] > 0 for r in results["chunk_sizes"])
+
+
+@pytest.mark.slow
+def test_batch_benchmark_runs_quick_and_its_paths_agree(tmp_path):
+    """`bench_batch.py --quick`: (A) `fine_tune_batch`, (B) `jit(vmap(fine_tune))` and (C) numpy +
+    scipy all end within 1e-7 relative of the rtol-1e-10 reference on both families (each at
+    rtol 1e-8: measured ≤ 3.1e-9), and the steady-state stop ends every benchmark-family run."""
+    results = run_quick(BENCHMARKS / "bench_batch.py", tmp_path)
+    for name, family in results["families"].items():
+        worst = max(family[f"{path}_vs_ref_ood_rel"] for path in "abc")
+        assert worst < 1e-7, (name, worst)
+        assert family["a_status_max"] <= 1 and family["b_status_max"] <= 1, name
+        assert min(family["reduction_ms_per_run"].values()) > 0, name
+    assert results["families"]["benchmark"]["a_steady_fraction"] == 1.0
