@@ -3,6 +3,7 @@ Out-of-Distribution" (Kumar et al., ICLR 2022) as runnable, checkable JAX code."
 
 from .batch import BatchResult as BatchResult
 from .batch import fine_tune_batch as fine_tune_batch
+from .batch import linear_probe_batch as linear_probe_batch
 from .batch import lp_ft_batch as lp_ft_batch
 from .closed_forms import isotropic_ft_solution as isotropic_ft_solution
 from .closed_forms import rank_one_ft_limit as rank_one_ft_limit
@@ -59,6 +60,7 @@ from .probing import lp_limit as lp_limit
 from .problem import Problem as Problem
 from .reduced import ReducedProblem as ReducedProblem
 from .reduced_flow import fine_tune_reduced as fine_tune_reduced
+from .reduced_flow import linear_probe_reduced as linear_probe_reduced
 from .solver import FusedTsit5 as FusedTsit5
 from .theory import aligned_v_star as aligned_v_star
 from .theory import cos_theta_max as cos_theta_max

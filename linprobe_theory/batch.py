@@ -1,4 +1,5 @@
-"""One call for a batch of runs: `fine_tune_batch` (and `lp_ft_batch`) over stacked problems.
+"""One call for a batch of runs: `fine_tune_batch` (and `linear_probe_batch`, `lp_ft_batch`)
+over stacked problems.
 
 It does what the sweep recipe in `docs/scaling.md` asks a user to do by hand:
 
@@ -25,11 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import reduced as red
-from .fingerprints import batch_digest, frozen
-from .flows import make_flow
-from .probing import lp_limit
+from .batch_phases import _as_params, _phase_functions, _reduce_all
+from .fingerprints import batch_digest
 from .problem import Problem
-from .reduced_flow import fine_tune_reduced
 from .sweep import run_batch, stiffness_order
 
 
@@ -42,7 +41,7 @@ class BatchResult(eqx.Module):
         v: heads `(runs, T, k)`.
         ood, id, train: the exact OOD, ID and training losses at the saved times `(runs, T)`.
         status, num_steps, t_stop: per run, as in `FlowSolution`.
-        v_start: the head the FT phase started from `(runs, k)` (`v0`, or LP's limit for LP-FT).
+        v_start: the head the solve started from `(runs, k)` (`v0`, or LP's limit for LP-FT).
         observed: with `observe`, its outputs at the saved times, each `(runs, T, …)`; else `None`.
     """
 
@@ -66,15 +65,6 @@ def stack_problems(problems: Problem | Sequence[Problem]) -> Problem:
     if not problems:
         raise ValueError("problems must hold at least one problem")
     return jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
-
-
-def _as_params(tree) -> tuple[dict, object]:
-    leaves, treedef = jax.tree.flatten(tree)
-    return {f"leaf{i:03d}": leaf for i, leaf in enumerate(leaves)}, treedef
-
-
-def _from_params(p: dict, treedef):
-    return jax.tree.unflatten(treedef, [p[f"leaf{i:03d}"] for i in range(len(p))])
 
 
 def fine_tune_batch(
@@ -122,6 +112,40 @@ def fine_tune_batch(
             `max_steps`, `solver`, `dtmin`); by default a run stops at steady state
             (`steady_state.FitStop`) and reports the flow's end point.
     """
+    return _batch(
+        "lpft" if lp_first else "ft",
+        problems,
+        v0s,
+        t_final=t_final,
+        save_at=save_at,
+        observe=observe,
+        chunk_size=chunk_size,
+        group_by_cost=group_by_cost,
+        store=store,
+        progress=progress,
+        sharding=sharding,
+        regularizer=regularizer,
+        learning_rates=learning_rates,
+        **solve_kwargs,
+    )
+
+
+def linear_probe_batch(problems, v0s, **kwargs) -> BatchResult:
+    """LP of every run: the head's gradient flow from `v0s[i]` with the features frozen at `B0`
+    (`linear_probe_reduced`; its limit is `probing.lp_limit`). Keywords as in
+    `fine_tune_batch` (`observe` sees `Z = Z0`); `BatchResult.v` is the head along the flow."""
+    return _batch("lp", problems, v0s, **kwargs)
+
+
+METHODS = ("ft", "lp", "lpft")
+
+
+def _batch(method, problems, v0s, *, t_final, save_at=None, observe=None, chunk_size=64, group_by_cost=True,
+           store=None, progress=None, sharding="named", regularizer=None, learning_rates=(1.0, 1.0),
+           **solve_kwargs) -> BatchResult:  # fmt: skip
+    """`fine_tune_batch` for `method` "ft" (FT from `v0s`), "lpft" (FT from LP's limit) or "lp"."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} must be one of {METHODS}")
     stacked = stack_problems(problems)
     if stacked.B0.ndim != 3:
         raise ValueError("problems must have a leading run axis (or be a list of problems); got one problem")
@@ -142,11 +166,11 @@ def fine_tune_batch(
         learning_rates=learning_rates,
         **solve_kwargs,
     )
-    reduce, solve_one = _phase_functions(treedef, rp_treedef, lp_first, settings)
+    reduce, solve_one = _phase_functions(treedef, rp_treedef, method, settings)
     if store is not None:
         # Finished chunks are reused only by the same batch: the settings and every input array
         # name the substore, so a changed horizon or problem set never picks up stale chunks.
-        store = store.substore("batch-" + batch_digest(settings, lp_first, params))
+        store = store.substore("batch-" + batch_digest(settings, method, params))
     # Phase 1, O(d) per run: the reduced problems and the heads FT starts from.
     reduced = _reduce_all(reduce, params, key, chunk_size)
     # Phase 2, d-free: the reduced flows, runs of similar stiffness sharing a chunk.
@@ -179,82 +203,10 @@ def fine_tune_batch(
     )
 
 
-_REDUCE_BATCH = 16  # runs per step of the reduction's loop: their d-sized temporaries stay in cache
-
-
-def _reduce_all(reduce, params: dict, key, chunk_size: int) -> dict[str, np.ndarray]:
-    """Phase 1 over all runs: one compiled `lax.map` over the stacked inputs in batches of
-    `_REDUCE_BATCH`, on the device they already live on. Gathering chunks for `run_batch`
-    copied every d-sized input once more: 1.69 vs 0.90 ms per run at d = 1000, n = 100, more
-    than sharding this memory-bound O(d) phase over two CPU devices could win back."""
-    batch = min(_REDUCE_BATCH, chunk_size)
-    if (reduce, batch) not in _REDUCE_JIT:
-        _REDUCE_JIT[(reduce, batch)] = jax.jit(
-            lambda p, key: jax.lax.map(lambda q: reduce(q, key), p, batch_size=batch)
-        )
-    out = _REDUCE_JIT[(reduce, batch)](params, key)
-    return {n: np.asarray(a) for n, a in out.items()}
-
-
-_REDUCE_JIT: dict = {}
-
-
-_PHASES: dict = {}
-
-
-def _phase_functions(treedef, rp_treedef, lp_first: bool, settings: dict):
-    """The two per-run functions, cached by their settings: `run_batch` compiles once per
-    function object, so a repeated call with equal settings reuses the compiled code."""
-    try:
-        key = (treedef, rp_treedef, lp_first, tuple((n, frozen(v)) for n, v in sorted(settings.items())))
-        hash(key)
-    except (TypeError, ValueError, jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        key = None  # a traced or unhashable setting: build afresh
-    if key is not None and key in _PHASES:
-        return _PHASES[key]
-    flow = make_flow(regularizer=settings["regularizer"], learning_rates=settings["learning_rates"])
-
-    def reduce(p, _):
-        problem, v0 = _from_params(p, treedef)
-        v_start = lp_limit(problem, v0, flow) if lp_first else v0
-        rp = red.ReducedProblem.from_problem(problem)
-        return {**_as_params(rp)[0], "v_start": v_start, "stiffness": rp.stiffness(v_start)}
-
-    def solve_one(p, _):
-        rp = _from_params({n: v for n, v in p.items() if n.startswith("leaf")}, rp_treedef)
-
-        def observe(v, Z, s=1.0):
-            # With a weight decay the S⊥ part is s·B0 P_{S⊥} (s = 1 otherwise).
-            return {
-                "v": v,
-                "ood": red.ood_loss(rp, v, Z, s),
-                "id": red.id_loss(rp, v, Z),
-                "train": red.train_loss(rp, v, Z),
-            }
-
-        user_observe = settings["observe"]
-
-        def observe_all(v, Z, s=1.0):
-            out = observe(v, Z, s)
-            if user_observe is not None:
-                out.update({f"obs:{n}": a for n, a in user_observe(rp, v, Z, s).items()})
-            return out
-
-        solver_settings = {n: v for n, v in settings.items() if n != "observe"}
-        sol = fine_tune_reduced(rp, p["v_start"], observe=observe_all, **solver_settings)
-        return {**sol.ys, "status": sol.status, "num_steps": sol.num_steps, "t_stop": sol.t_stop}
-
-    if key is not None:
-        if len(_PHASES) >= 16:
-            _PHASES.clear()
-        _PHASES[key] = (reduce, solve_one)
-    return reduce, solve_one
-
-
 def lp_ft_batch(problems, v0s=None, **kwargs) -> BatchResult:
     """LP-FT of every run: FT from LP's closed-form limit (`probing.lp_limit`; ridge with a head
     penalty). `v0s` (default 0) matters only where `X B0ᵀ` is rank deficient."""
     stacked = stack_problems(problems)
     if v0s is None:
         v0s = jnp.zeros((jax.tree.leaves(stacked)[0].shape[0], stacked.B0.shape[-2]))
-    return fine_tune_batch(stacked, v0s, lp_first=True, **kwargs)
+    return _batch("lpft", stacked, v0s, **kwargs)

@@ -12,11 +12,14 @@ import jax
 import numpy as np
 
 
-def batch_digest(settings: dict, lp_first: bool, params: dict) -> str:
-    """A fingerprint of a batch: its settings and the bytes of every input array."""
+def batch_digest(settings: dict, method: str, params: dict) -> str:
+    """A fingerprint of a batch: its method ("ft", "lpft", "lp"), settings and the bytes of every
+    input array."""
     # A function (observe) is named by its qualified name, stable across processes.
     named = sorted((n, frozen(v, name_functions=True)) for n, v in settings.items())
-    h = hashlib.sha256(repr((lp_first, named)).encode())
+    # FT and LP-FT keep the tag they had as a flag (lp_first), so their existing stores resume.
+    tag = {"ft": False, "lpft": True}.get(method, method)
+    h = hashlib.sha256(repr((tag, named)).encode())
     for name in sorted(params):
         array = np.asarray(params[name])
         h.update(f"{name}{array.dtype}{array.shape}".encode())

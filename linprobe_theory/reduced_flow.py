@@ -1,4 +1,5 @@
-"""`fine_tune_reduced`: FT in reduced coordinates alone, for sweeps that never touch `d`.
+"""`fine_tune_reduced` and `linear_probe_reduced`: FT and LP in reduced coordinates alone, for
+sweeps that never touch `d`.
 
 Reduce a problem once (`ReducedProblem.from_problem`, `O(d)`), then solve its flow in `(v, Z)`
 from many heads, or many reduced problems with `sweep.run_batch`.
@@ -62,3 +63,38 @@ def _fine_tune_reduced(rp, v0, options, observe, flow):
     else:
         observe_full = (lambda v, Z, s: observe(v, Z, s)) if moves_perp else (lambda v, Z, s: observe(v, Z))
     return solve(flow, reduced_coordinates(rp, None, flow), v0, options, observe=observe_full)
+
+
+def linear_probe_reduced(
+    rp: red.ReducedProblem,
+    v0,
+    *,
+    observe: Callable | None = None,
+    options=None,
+    regularizer=None,
+    learning_rates=(1.0, 1.0),
+    **solve_kwargs,
+) -> FlowSolution:
+    r"""Linear probing in reduced coordinates alone: the head's flow with the features frozen,
+    `Z ≡ Z0` (so `B ≡ B0`), from `v0`.
+
+    $$\partial_t v = -2 Z_0 g, \quad g = \mathrm{diag}(\lambda) Z_0^\top v - b.$$
+
+    The flow of `linear_probe` for the linear model with the squared loss; its limit is
+    `probing.lp_limit` (for the paper's flow `linear_probe_solution`). `observe(v, Z)` is saved
+    at `save_at` with `Z = Z0` (default: `v`); without `save_at`, only the two ends. Solve
+    options, `regularizer` (only its head terms act) and `learning_rates` as in
+    `fine_tune_reduced`. Never raises on a failed solve: read `FlowSolution.status`.
+    """
+    v0 = jnp.asarray(v0, float)
+    check_shape("v0", v0, (rp.Z0.shape[-2],))
+    if is_concrete(v0):
+        check_finite("v0", v0)
+    flow = make_flow(regularizer=regularizer, learning_rates=learning_rates)
+    return _linear_probe_reduced(rp, v0, solve_options(options, solve_kwargs), observe, flow)
+
+
+@eqx.filter_jit
+def _linear_probe_reduced(rp, v0, options, observe, flow):
+    observe_full = (lambda v, Z, s: v) if observe is None else (lambda v, Z, s: observe(v, Z))
+    return solve(flow, reduced_coordinates(rp, None, flow), v0, options, method="lp", observe=observe_full)

@@ -1,5 +1,5 @@
-"""`fine_tune_batch` / `lp_ft_batch`: one call for a batch equals the single runs, whatever the
-input form (stacked or a list), the chunking or the cost grouping."""
+"""`fine_tune_batch` / `linear_probe_batch` / `lp_ft_batch`: one call for a batch equals the single
+runs, whatever the input form (stacked or a list), the chunking or the cost grouping."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import linprobe_theory as lt
-from linprobe_theory.batch import fine_tune_batch, lp_ft_batch
+from linprobe_theory.batch import fine_tune_batch, linear_probe_batch, lp_ft_batch
 
 SPEC = lt.ProblemSpec(d=30, k=2, m=8, n=16, coverage=0.9)
 RUNS = 6
@@ -47,6 +47,43 @@ def test_batch_equals_single_runs(batch):
         )
         np.testing.assert_allclose(lpft.v_start[i], lt.linear_probe_solution(problem), rtol=1e-10)
     assert np.all(out.status <= lt.SolveStatus.STEADY_STATE)
+
+
+def test_linear_probe_batch_equals_single_runs_and_reaches_the_closed_form(batch):
+    """LP in the batch equals `linear_probe` run alone (the same ODE, rtol 1e-8: equal far inside
+    it), its features never move (OOD/ID losses are those of `(v(t), B0)`), and by t = 200 its
+    head is LP's closed-form limit (the slowest LP rate here is ≳ 0.1, so e^{-20} is left)."""
+    problems, v0s = batch
+    out = linear_probe_batch(problems, v0s, t_final=20.0, save_at=SAVES, chunk_size=4)
+    late = linear_probe_batch(problems, v0s, t_final=200.0, chunk_size=4, grad_tol=None)
+    assert out.v.shape == (RUNS, len(SAVES), SPEC.k)
+    np.testing.assert_array_equal(out.v_start, v0s)
+    for i in range(RUNS):
+        problem = _run(problems, i)
+        single = lt.linear_probe(problem, v0s[i], t_final=20.0, save_at=SAVES)
+        np.testing.assert_allclose(out.v[i], single.v, rtol=1e-9, atol=1e-12)
+        ood = jax.vmap(lambda v, p=problem: lt.ood_loss(p, v, p.B0))(out.v[i])
+        np.testing.assert_allclose(out.ood[i], ood, rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(
+            late.v[i, -1], lt.linear_probe_solution(problem, v0s[i]), rtol=1e-7, atol=1e-9
+        )
+    assert np.all(out.status <= lt.SolveStatus.STEADY_STATE)
+
+
+def test_linear_probe_reduced_is_linear_probe_in_reduced_coordinates(batch):
+    problems, v0s = batch
+    problem, v0 = _run(problems, 1), v0s[1]
+    rp = lt.ReducedProblem.from_problem(problem)
+    sol = lt.linear_probe_reduced(rp, v0, t_final=20.0, save_at=SAVES)
+    np.testing.assert_allclose(
+        sol.ys, lt.linear_probe(problem, v0, t_final=20.0, save_at=SAVES).v, rtol=1e-12
+    )
+    seen = lt.linear_probe_reduced(
+        rp, v0, t_final=20.0, save_at=SAVES, observe=lambda v, Z: jnp.sum((Z - rp.Z0) ** 2)
+    )
+    np.testing.assert_array_equal(seen.ys, 0.0)  # the features are frozen
+    with pytest.raises(ValueError, match="v0"):
+        lt.linear_probe_reduced(rp, v0[:1], t_final=1.0)
 
 
 def _feature_change(rp, v, Z, s):
@@ -99,7 +136,7 @@ def test_bad_heads_are_refused(batch):
 
 
 def test_equal_settings_reuse_the_compiled_per_run_functions(batch):
-    from linprobe_theory import batch as batch_module
+    from linprobe_theory import batch_phases as batch_module
 
     problems, v0s = batch
     fine_tune_batch(problems, v0s, t_final=3.0, rtol=1e-7)
