@@ -47,12 +47,18 @@ def fine_tune_reduced(
     The linear model with the squared loss only (activations need the inputs: use
     `fine_tune`). Never raises on a failed solve: read `FlowSolution.status`.
     """
+    v0, options, flow = _checked(rp, v0, options, solve_kwargs, regularizer, learning_rates)
+    return _fine_tune_reduced(rp, v0, options, observe, flow)
+
+
+def _checked(rp, v0, options, solve_kwargs, regularizer, learning_rates):
+    """The validated head, the solve options and the flow of a reduced-coordinates call."""
     v0 = jnp.asarray(v0, float)
     check_shape("v0", v0, (rp.Z0.shape[-2],))
     if is_concrete(v0):
         check_finite("v0", v0)
     flow = make_flow(regularizer=regularizer, learning_rates=learning_rates)
-    return _fine_tune_reduced(rp, v0, solve_options(options, solve_kwargs), observe, flow)
+    return v0, solve_options(options, solve_kwargs), flow
 
 
 @eqx.filter_jit
@@ -86,12 +92,8 @@ def linear_probe_reduced(
     options, `regularizer` (only its head terms act) and `learning_rates` as in
     `fine_tune_reduced`. Never raises on a failed solve: read `FlowSolution.status`.
     """
-    v0 = jnp.asarray(v0, float)
-    check_shape("v0", v0, (rp.Z0.shape[-2],))
-    if is_concrete(v0):
-        check_finite("v0", v0)
-    flow = make_flow(regularizer=regularizer, learning_rates=learning_rates)
-    return _linear_probe_reduced(rp, v0, solve_options(options, solve_kwargs), observe, flow)
+    v0, options, flow = _checked(rp, v0, options, solve_kwargs, regularizer, learning_rates)
+    return _linear_probe_reduced(rp, v0, options, observe, flow)
 
 
 @eqx.filter_jit
